@@ -1,0 +1,37 @@
+"""rankwise: low-rank adaptation, training, compression and analysis for PyTorch models.
+
+    import rankwise
+    rankwise.adapt(model, rankwise.LoRAConfig(rank=16, alpha=32, targets="all-linear"))
+    opt = torch.optim.AdamW(rankwise.trainable_parameters(model), lr=2e-4)
+    rankwise.save_adapter(model, "out/")                   # or format="peft"
+    merged = rankwise.merge_and_unload(model)
+"""
+
+from ._version import __version__
+from .config import LoRAConfig
+from .core.api import (
+    active_adapters,
+    adapt,
+    adapter_config,
+    adapter_names,
+    delete_adapter,
+    disabled,
+    merge,
+    merge_and_unload,
+    set_active,
+    trainable_parameters,
+    unload,
+    unmerge,
+)
+from .core.contract import Adapter, Parameterisation, Wrapper
+from .core.summary import summary
+from .errors import AdapterFileError, AdapterStateError, ConfigError, RankwiseError, TargetError
+from .io import load_adapter, save_adapter
+from .optim import param_groups
+
+__all__ = [
+    "__version__", "LoRAConfig", "adapt", "active_adapters", "adapter_config", "adapter_names", "delete_adapter",
+    "disabled", "merge", "merge_and_unload", "set_active", "trainable_parameters", "unload", "unmerge",
+    "Adapter", "Parameterisation", "Wrapper", "summary", "save_adapter", "load_adapter", "param_groups",
+    "RankwiseError", "ConfigError", "TargetError", "AdapterStateError", "AdapterFileError",
+]

@@ -1,0 +1,6 @@
+"""Parameterisations of ΔW (one file each) and wrappers that combine ΔW with W0."""
+
+from .dora import DoRA
+from .lora import LoRA
+
+__all__ = ["LoRA", "DoRA"]

@@ -1,0 +1,62 @@
+"""LoRA: ΔW = s·B·A.
+
+"LoRA: Low-Rank Adaptation of Large Language Models", Hu et al., arXiv 2106.09685.
+rsLoRA ("A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA", Kalajdzievski,
+arXiv 2312.03732) only changes the scale s from α/r to α/√r, which the config computes.
+
+Shapes, in the layer's matrix view (see ``core.geometry``): W0 (m, n), B = ``lora_B`` (m, r),
+A = ``lora_A`` (r, n). The forward computes out + s·B·(A·x): O(T·r·(m+n)) work for T tokens,
+never the (m, n) product.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.contract import Parameterisation
+from ..core.geometry import LayerGeometry
+
+
+class LoRA(Parameterisation):
+    """ΔW = s·B·A with trainable ``lora_A`` (r, n) and ``lora_B`` (m, r).
+
+    Starts at zero (B = 0); initialisers in ``rankwise.init`` overwrite the factors.
+    """
+
+    fast_params = ("lora_B",)  # LoRA+ ("LoRA+: Efficient Low Rank Adaptation", arXiv 2402.12354)
+
+    def __init__(self, geometry: LayerGeometry, rank: int, scale: float, dtype: torch.dtype,
+                 device: torch.device | str | None = None):
+        super().__init__(geometry, rank, scale)
+        self.lora_A = nn.Parameter(torch.zeros(rank, geometry.in_features, dtype=dtype, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(geometry.out_features, rank, dtype=dtype, device=device))
+
+    def add_delta(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point() and x.dtype != self.lora_A.dtype:
+            x = x.to(self.lora_A.dtype)
+        h = self.geometry.first(base, x, self.lora_A)  # (..., r)
+        return self.geometry.second_add(out, h, self.lora_B, self.scale)
+
+    def delta_matrix(self) -> torch.Tensor:
+        return self.scale * (self.lora_B @ self.lora_A)  # (m, n)
+
+    def initial_delta_matrix(self) -> torch.Tensor:
+        return self.scale * (self.lora_B_init @ self.lora_A_init)
+
+    def row_norms_with(self, w0: torch.Tensor) -> torch.Tensor:
+        """‖W0 + s·B·A‖ per row without forming B·A:
+
+        ‖w_i‖² + 2s·⟨B_i, (W0·Aᵀ)_i⟩ + s²·B_i·(A·Aᵀ)·B_iᵀ — O(m·n·r) instead of an (m, n) product.
+        """
+        with torch.no_grad():
+            w0 = w0.float()
+            a, b, s = self.lora_A.float(), self.lora_B.float(), self.scale
+            sq = w0.square().sum(1)                                     # (m,)
+            sq = sq + 2 * s * (b * (w0 @ a.t())).sum(1)                 # (m, r) ⊙ (m, r)
+            sq = sq + s * s * ((b @ (a @ a.t())) * b).sum(1)            # (m, r) ⊙ (m, r)
+            return sq.clamp_min(0).sqrt()
+
+    def extra_repr(self) -> str:
+        g = self.geometry
+        return f"{g.kind}, in={g.in_features}, out={g.out_features}, rank={self.rank}, scale={self.scale:g}"

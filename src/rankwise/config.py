@@ -1,0 +1,164 @@
+"""Typed configs: one dataclass per family, each field one axis choice.
+
+``LoRAConfig`` spans the LoRA family on orthogonal axes — parameterisation (``"lora"``),
+wrapper (``dora``), scale (``rslora``), initialisation (``init``), gradient rule (``loraplus_ratio``)
+— so "DoRA + PiSSA init + rsLoRA scale + LoRA+ rates" is one config, not a class.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .errors import ConfigError
+from .init.registry import get_initialiser
+
+Target = str | type[nn.Module]
+Targets = str | type[nn.Module] | Sequence[Target]
+
+PARAMETERISATIONS = ("lora",)
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA-family adapter config.
+
+    Args:
+        rank: r, the rank of ΔW = s·B·A.
+        alpha: α; the scale is s = α/r (or α/√r with ``rslora``).
+        targets: which layers to adapt — ``"all-linear"`` (every Linear/Conv1D except the output
+            head), a module name or name suffix (``"q_proj"``), a regex matched against the full
+            module name (``r".*\\.(q|v)_proj"``), a module type (``nn.Linear``), or a list of these.
+        exclude: names, suffixes or regexes of modules never to adapt.
+        dropout: dropout on the adapter's input (p in [0, 1)).
+        rslora: use s = α/√r ("rsLoRA", arXiv 2312.03732).
+        dora: wrap ΔW in DoRA's magnitude/direction decomposition (arXiv 2402.09353).
+        init: initialiser name: ``"default"`` (Kaiming/zero), ``"gaussian"``, ``"pissa"``,
+            ``"milora"``, ``"olora"``. PEFT's ``"pissa_niter_K"`` is accepted too.
+        init_niter: randomized-SVD power iterations for SVD inits (None: exact SVD).
+        rank_pattern: per-module rank overrides, ``{pattern: rank}``; a pattern matches a module
+            whose name ends with it (regex allowed), as in PEFT.
+        alpha_pattern: per-module α overrides, same matching.
+        loraplus_ratio: LoRA+ (arXiv 2402.12354): lr(B) = ratio·lr(A), used by
+            ``rankwise.param_groups``. None: one learning rate.
+        parameterisation: the form of ΔW; ``"lora"``.
+    """
+
+    rank: int = 8
+    alpha: float = 8.0
+    targets: Targets = "all-linear"
+    exclude: Sequence[str] = ()
+    dropout: float = 0.0
+    rslora: bool = False
+    dora: bool = False
+    init: str = "default"
+    init_niter: int | None = None
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    loraplus_ratio: float | None = None
+    parameterisation: str = "lora"
+
+    def __post_init__(self) -> None:
+        m = re.fullmatch(r"pissa_niter_(\d+)", str(self.init))
+        if m:  # PEFT's spelling
+            self.init, self.init_niter = "pissa", int(m.group(1))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        _check_rank("rank", self.rank)
+        for pat, r in self.rank_pattern.items():
+            _check_rank(f"rank_pattern[{pat!r}]", r)
+        for name, a in [("alpha", self.alpha), *((f"alpha_pattern[{p!r}]", a) for p, a in self.alpha_pattern.items())]:
+            if isinstance(a, bool) or not isinstance(a, int | float) or not math.isfinite(a):
+                raise ConfigError(f"{name} must be a finite number, got {a!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        init = get_initialiser(self.init)
+        if self.init_niter is not None and (not isinstance(self.init_niter, int) or self.init_niter < 0):
+            raise ConfigError(f"init_niter must be None or an int ≥ 0, got {self.init_niter!r}")
+        if self.init_niter is not None and not init.needs_svd:
+            raise ConfigError(f"init_niter applies to SVD inits only, not init={self.init!r}")
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise ConfigError(f"unknown parameterisation {self.parameterisation!r}; choose one of {PARAMETERISATIONS}")
+        if self.loraplus_ratio is not None and not (isinstance(self.loraplus_ratio, int | float)
+                                                    and self.loraplus_ratio > 0):
+            raise ConfigError(f"loraplus_ratio must be a positive number or None, got {self.loraplus_ratio!r}")
+        if isinstance(self.targets, str | type):
+            items = [self.targets]
+        elif isinstance(self.targets, Sequence):
+            items = list(self.targets)
+        else:
+            raise ConfigError(f"targets must be a name, regex, module type or a list of them; got {self.targets!r}")
+        if not items:
+            raise ConfigError("targets is empty; name at least one module, e.g. targets='all-linear'")
+        for t in items:
+            if not (isinstance(t, str) or (isinstance(t, type) and issubclass(t, nn.Module))):
+                raise ConfigError(f"target {t!r} is neither a name/regex nor an nn.Module subclass")
+
+    # ---- per-layer values -------------------------------------------------------------------
+    def rank_for(self, module_name: str) -> int:
+        return _pattern_value(self.rank_pattern, module_name, self.rank)
+
+    def alpha_for(self, module_name: str) -> float:
+        return _pattern_value(self.alpha_pattern, module_name, self.alpha)
+
+    def scale(self, rank: int, alpha: float) -> float:
+        """s = α/r, or α/√r with rsLoRA."""
+        return alpha / math.sqrt(rank) if self.rslora else alpha / rank
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form; module types are written as ``"module.path:QualName"``."""
+        d = asdict(self)
+        targets = self.targets if isinstance(self.targets, list | tuple) else [self.targets]
+        d["targets"] = [t if isinstance(t, str) else f"{t.__module__}:{t.__qualname__}" for t in targets]
+        if isinstance(self.targets, str):
+            d["targets"] = self.targets
+        d["exclude"] = list(self.exclude)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoRAConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown LoRAConfig fields {unknown}; known fields: {sorted(known)}")
+        d = dict(d)
+        if isinstance(d.get("targets"), list):
+            d["targets"] = [_resolve_type(t) if isinstance(t, str) and ":" in t else t for t in d["targets"]]
+        return cls(**d)
+
+
+def _check_rank(name: str, r: Any) -> None:
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise ConfigError(f"{name} must be a positive int, got {r!r}")
+
+
+def pattern_matches(pattern: str, module_name: str) -> bool:
+    """PEFT's rule for rank/alpha patterns: the name ends with the pattern (a regex) after a dot."""
+    return re.match(rf"(.*\.)?({pattern})$", module_name) is not None
+
+
+def _pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
+    for pat, value in patterns.items():
+        if pattern_matches(pat, module_name):
+            return value
+    return default
+
+
+def _resolve_type(spec: str) -> type:
+    import importlib
+
+    mod, _, qual = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(mod)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"target type {spec!r} cannot be imported: {e}") from e
+    return obj

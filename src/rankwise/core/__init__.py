@@ -1,0 +1,1 @@
+"""The adapter core: layer geometry, the adapter contract, the per-layer host, targeting, registry."""

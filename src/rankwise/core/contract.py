@@ -1,0 +1,134 @@
+"""The contract every adapter meets.
+
+An adapter on one layer is two orthogonal choices (see ARCHITECTURE.md):
+
+* a **parameterisation** — what form ΔW takes (LoRA's s·B·A; later VeRA, MoRA, HRA, …). It owns
+  the trainable tensors, computes ``ΔW·x`` factored, and can form the (m × n) ``delta_matrix()``
+  for merging and analysis (never in the training hot path);
+* a **wrapper** — how ΔW is combined with W0: additive (W0 + ΔW) or DoRA's magnitude/direction
+  split, which works on top of *any* parameterisation.
+
+Initialisations (``rankwise.init``) and gradient rules (``rankwise.optim``) act on these objects
+from outside, so a new method is a new parameterisation, wrapper, initialiser or rule, and every
+combination of them works.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .geometry import LayerGeometry
+
+
+class Parameterisation(nn.Module):
+    """What form ΔW (already scaled) takes. Subclasses hold the trainable tensors.
+
+    Subclasses implement :meth:`add_delta` (the efficient forward) and :meth:`delta_matrix`.
+
+    Attributes:
+        geometry: the wrapped layer's shapes and conventions.
+        rank: the adapter's rank r.
+        scale: the multiplier s applied to the raw factor product (α/r, α/√r, …).
+        fast_params: names of tensors that LoRA+ gives the larger learning rate.
+    """
+
+    fast_params: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, geometry: LayerGeometry, rank: int, scale: float):
+        super().__init__()
+        self.geometry = geometry
+        self.rank = rank
+        self.scale = scale
+
+    def add_delta(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Return ``out + ΔW·x`` computed without forming ΔW. ``x`` is the (dropped-out) input."""
+        raise NotImplementedError
+
+    def delta_matrix(self) -> torch.Tensor:
+        """ΔW in the (m, n) matrix view, scale included. For merge and analysis only."""
+        raise NotImplementedError
+
+    def row_norms_with(self, w0: torch.Tensor) -> torch.Tensor:
+        """‖W0 + ΔW‖ per row (length m), fp32, no grad. Subclasses override with a factored form."""
+        with torch.no_grad():
+            return torch.linalg.vector_norm(w0.float() + self.delta_matrix().float(), dim=1)
+
+    # -- snapshot of the initial tensors, for inits that move W0 (PiSSA, OLoRA, MiLoRA, …) --
+    def remember_initial(self) -> None:
+        """Keep a frozen copy of every parameter as buffer ``<name>_init``.
+
+        An init that subtracts its starting ΔW₀ from W0 needs ΔW₀ later: to restore W0 on unload, and
+        to save the adapter relative to the *public* base weights (ΔW_saved = ΔW − ΔW₀).
+        """
+        for name, p in self.named_parameters(recurse=False):
+            self.register_buffer(f"{name}_init", p.detach().clone())
+
+    @property
+    def moves_base(self) -> bool:
+        """True when the init subtracted ΔW₀ from the base weight (see :meth:`remember_initial`)."""
+        return any(n.endswith("_init") for n, _ in self.named_buffers(recurse=False))
+
+    def initial_delta_matrix(self) -> torch.Tensor:
+        """ΔW₀ of the snapshot, (m, n); requires :meth:`remember_initial` to have run."""
+        raise NotImplementedError
+
+
+class Wrapper(nn.Module):
+    """How ΔW is combined with W0. The default is additive: W = W0 + ΔW."""
+
+    def forward(self, delta: Parameterisation, base: nn.Module, x: torch.Tensor, x_drop: torch.Tensor,
+                out: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        """Return the layer output with this adapter applied.
+
+        Args:
+            delta: the parameterisation.
+            base: the wrapped layer (frozen).
+            x: the layer input; x_drop: the same after the adapter's dropout.
+            out: output so far (base plus earlier adapters); base_out: the base layer's own output.
+        """
+        return delta.add_delta(base, x_drop, out)
+
+    def merged_matrix(self, delta: Parameterisation, w0: torch.Tensor) -> torch.Tensor:
+        """The merged (m, n) weight, computed in fp32 from the fp32 matrix view w0."""
+        return w0 + delta.delta_matrix().float()
+
+    def unmerged_matrix(self, delta: Parameterisation, w: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`merged_matrix`."""
+        return w - delta.delta_matrix().float()
+
+
+class Adapter(nn.Module):
+    """One named adapter on one layer: a parameterisation, a wrapper, and input dropout.
+
+    ``forward`` is the efficient path used in training; ``delta_weight`` forms the stored-layout
+    ΔW, for merging and analysis only.
+    """
+
+    def __init__(self, delta: Parameterisation, wrapper: Wrapper, dropout: float = 0.0):
+        super().__init__()
+        self.delta = delta
+        self.wrapper = wrapper
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def geometry(self) -> LayerGeometry:
+        return self.delta.geometry
+
+    def forward(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        return self.wrapper(self.delta, base, x, self.dropout(x), out, base_out)
+
+    def merged_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """The base weight with this adapter folded in: fp32 arithmetic, stored layout, fp32."""
+        g = self.geometry
+        return g.to_weight(self.wrapper.merged_matrix(self.delta, g.matrix(weight.float())))
+
+    def unmerged_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        g = self.geometry
+        return g.to_weight(self.wrapper.unmerged_matrix(self.delta, g.matrix(weight.float())))
+
+    def delta_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """ΔW in the stored layout (W_merged − W0), fp32; for merge and analysis, not training."""
+        return self.merged_weight(weight) - weight.float()

@@ -1,0 +1,31 @@
+"""Data-free initialisations that leave W0 alone: ΔW₀ = 0."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .registry import register_initialiser
+
+
+@register_initialiser("default", paper="LoRA, Hu et al., arXiv 2106.09685")
+def init_default(delta, w0: torch.Tensor, **_) -> bool:
+    """A ~ Kaiming-uniform(a=√5), B = 0 (PEFT's default). For embeddings, as PEFT: A = 0, B ~ N(0, 1)."""
+    with torch.no_grad():
+        if delta.geometry.kind == "embedding":
+            delta.lora_A.zero_()
+            delta.lora_B.normal_()
+        else:
+            torch.nn.init.kaiming_uniform_(delta.lora_A, a=math.sqrt(5))
+            delta.lora_B.zero_()
+    return False
+
+
+@register_initialiser("gaussian", paper="LoRA, Hu et al., arXiv 2106.09685 (§4)")
+def init_gaussian(delta, w0: torch.Tensor, **_) -> bool:
+    """A ~ N(0, 1/r²) (PEFT's ``init_lora_weights="gaussian"``), B = 0."""
+    with torch.no_grad():
+        torch.nn.init.normal_(delta.lora_A, std=1.0 / delta.rank)
+        delta.lora_B.zero_()
+    return False

@@ -1,0 +1,5 @@
+"""Saving and loading adapters: rankwise's own format and Hugging Face PEFT's, both ways."""
+
+from .api import load_adapter, save_adapter
+
+__all__ = ["save_adapter", "load_adapter"]

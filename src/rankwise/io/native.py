@@ -1,0 +1,86 @@
+"""rankwise's own adapter format: ``adapter.safetensors`` + ``adapter.json``.
+
+``adapter.safetensors`` holds each adapter's state dict under ``<layer>.<key>`` (for LoRA:
+``delta.lora_A``, ``delta.lora_B``; DoRA adds ``wrapper.magnitude``; an init that moved W0 adds
+``delta.lora_A_init``/``delta.lora_B_init``, so loading onto the public base model re-applies
+W0 ← W0 − ΔW₀ and training resumes exactly). ``adapter.json`` holds the config, the rankwise
+version, and per layer its kind, stored weight shape, rank and α. The JSON is written last, so a
+folder with ``adapter.json`` is complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from .._version import __version__
+from ..config import LoRAConfig
+from ..core import api
+from ..errors import AdapterFileError, ConfigError
+from .files import read_json, read_tensors, write_json, write_tensors
+from .payload import Payload
+
+FORMAT = "rankwise.adapter"
+FORMAT_VERSION = 1
+TENSORS = "adapter.safetensors"
+META = "adapter.json"
+
+
+def save_native(model: nn.Module, folder: Path, name: str) -> None:
+    config = api.adapter_config(model, name)
+    tensors, layers = {}, {}
+    for layer, module, host in api.hosts(model):
+        if name not in host:
+            continue
+        adapter = host[name]
+        for k, t in adapter.state_dict().items():
+            tensors[f"{layer}.{k}"] = t
+        layers[layer] = {"kind": host.geometry.kind, "weight_shape": list(module.weight.shape),
+                         "rank": adapter.delta.rank, "alpha": _alpha(config, layer),
+                         "scale": adapter.delta.scale, "moves_base": adapter.delta.moves_base}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "rankwise_version": __version__,
+            "adapter_name": name, "model_class": type(model).__name__, "config": config.to_dict(), "layers": layers}
+    write_tensors(folder / TENSORS, tensors, metadata={"format": FORMAT})
+    write_json(folder / META, meta)
+
+
+def _alpha(config: LoRAConfig, layer: str) -> float:
+    return config.alpha_for(layer)
+
+
+def read_native(folder: Path) -> Payload:
+    meta_path, tensor_path = folder / META, folder / TENSORS
+    meta = read_json(meta_path)
+    if meta.get("format") != FORMAT:
+        raise AdapterFileError(f"{meta_path} is not a rankwise adapter file (format={meta.get('format')!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise AdapterFileError(f"{meta_path} has format_version {meta['format_version']}, newer than this rankwise "
+                               f"({__version__}) reads; upgrade rankwise")
+    try:
+        config = LoRAConfig.from_dict(meta["config"])
+        layers_meta = meta["layers"]
+        layers = {n: {"rank": int(v["rank"]), "alpha": float(v["alpha"])} for n, v in layers_meta.items()}
+        shapes = {n: tuple(v["weight_shape"]) for n, v in layers_meta.items()}
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise AdapterFileError(f"{meta_path} is malformed: {e}") from e
+    flat = read_tensors(tensor_path)
+    tensors: dict[str, dict] = {n: {} for n in layers}
+    for key, t in flat.items():
+        layer = _owner(key, layers)
+        if layer is None:
+            raise AdapterFileError(f"{tensor_path}: tensor {key!r} belongs to no layer listed in {meta_path}")
+        tensors[layer][key[len(layer) + 1:]] = t
+    for n, ts in tensors.items():
+        if not ts:
+            raise AdapterFileError(f"{tensor_path} has no tensors for layer {n!r}; the file is incomplete")
+    return Payload(config, layers, tensors, tensor_path, weight_shapes=shapes)
+
+
+def _owner(key: str, layers: dict) -> str | None:
+    # the longest layer name that prefixes the key (names can nest: "mlp" and "mlp.fc")
+    best = None
+    for n in layers:
+        if key.startswith(n + ".") and (best is None or len(n) > len(best)):
+            best = n
+    return best
