@@ -67,6 +67,11 @@ class LoRAConfig:
         m = re.fullmatch(r"pissa_niter_(\d+)", str(self.init))
         if m:  # PEFT's spelling
             self.init, self.init_niter = "pissa", int(m.group(1))
+        if isinstance(self.exclude, str):
+            self.exclude = (self.exclude,)
+        self.exclude = tuple(self.exclude)
+        if not isinstance(self.targets, str | type) and isinstance(self.targets, Sequence):
+            self.targets = list(self.targets)
         self.validate()
 
     def validate(self) -> None:

@@ -33,10 +33,16 @@ class LoRA(Parameterisation):
         self.lora_B = nn.Parameter(torch.zeros(geometry.out_features, rank, dtype=dtype, device=device))
 
     def add_delta(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        if x.is_floating_point() and x.dtype != self.lora_A.dtype:
-            x = x.to(self.lora_A.dtype)
-        h = self.geometry.first(base, x, self.lora_A)  # (..., r)
-        return self.geometry.second_add(out, h, self.lora_B, self.scale)
+        return self._add(base, x, out, self.lora_A, self.lora_B)
+
+    def add_initial_delta(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return self._add(base, x, out, self.lora_A_init, self.lora_B_init)
+
+    def _add(self, base, x, out, lora_a, lora_b):
+        if x.is_floating_point() and x.dtype != lora_a.dtype:
+            x = x.to(lora_a.dtype)
+        h = self.geometry.first(base, x, lora_a)  # (..., r)
+        return self.geometry.second_add(out, h, lora_b, self.scale)
 
     def delta_matrix(self) -> torch.Tensor:
         return self.scale * (self.lora_B @ self.lora_A)  # (m, n)

@@ -145,7 +145,7 @@ def _plan(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
     plans = []
     for n, module, geo in matches:
         rank, alpha = specs[n]["rank"], specs[n]["alpha"]
-        if rank > geo.max_rank:
+        if rank > geo.max_rank and layers is None:  # saved adapters may exceed it (PEFT's rank-2r conversions)
             raise ConfigError(f"rank {rank} is too large for layer {n!r} ({geo.kind}, out={geo.out_features}, "
                               f"in={geo.in_features}); use rank ≤ {geo.max_rank} (rank_pattern can set it per layer)")
         if not module.weight.is_floating_point():
@@ -204,20 +204,16 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
     """Run the original base model inside the block: adapters off, merged ones taken out.
 
     Unlike PEFT's ``disable_adapter``, this also undoes the base-weight shift of inits such as
-    PiSSA (W0 − ΔW₀ → W0) for the duration, so the block really sees the base model.
+    PiSSA (the hosts add ΔW₀·x back, factored, instead of touching W0), so the block really sees
+    the base model.
     """
     merged = {n: list(h.merged) for n, _, h in hosts(model)}
     unmerge(model)
-    shifted = [(m, h, a) for _, m, h in hosts(model) for a in h.keys() if h[a].delta.moves_base]
-    for m, h, a in shifted:
-        h.shift_base(m, a, +1.0)
     for _, _, host in hosts(model):
         host.enabled = False
     try:
         yield model
     finally:
-        for m, h, a in shifted:
-            h.shift_base(m, a, -1.0)
         for name, module, host in hosts(model):
             host.enabled = True
             for a in merged.get(name, []):

@@ -75,6 +75,10 @@ class Parameterisation(nn.Module):
         """ΔW₀ of the snapshot, (m, n); requires :meth:`remember_initial` to have run."""
         raise NotImplementedError
 
+    def add_initial_delta(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out + ΔW₀·x``, factored: how ``disabled()`` recovers the base model without touching W0."""
+        raise NotImplementedError
+
 
 class Wrapper(nn.Module):
     """How ΔW is combined with W0. The default is additive: W = W0 + ΔW."""

@@ -67,6 +67,10 @@ class AdapterHost(nn.ModuleDict):
 
     def run(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
+            # base model = W0_moved + ΔW₀ for adapters whose init moved W0 (PiSSA, …)
+            for adapter in self.values():
+                if adapter.delta.moves_base:
+                    out = adapter.delta.add_initial_delta(base, x, out)
             return out
         base_out = out
         for name in self.active:
