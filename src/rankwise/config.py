@@ -21,8 +21,6 @@ from .init.registry import get_initialiser
 Target = str | type[nn.Module]
 Targets = str | type[nn.Module] | Sequence[Target]
 
-PARAMETERISATIONS = ("lora",)
-
 
 @dataclass
 class LoRAConfig:
@@ -89,8 +87,11 @@ class LoRAConfig:
             raise ConfigError(f"init_niter must be None or an int ≥ 0, got {self.init_niter!r}")
         if self.init_niter is not None and not init.needs_svd:
             raise ConfigError(f"init_niter applies to SVD inits only, not init={self.init!r}")
+        from .core.registry import PARAMETERISATIONS  # deferred: the registry imports the adapters
+
         if self.parameterisation not in PARAMETERISATIONS:
-            raise ConfigError(f"unknown parameterisation {self.parameterisation!r}; choose one of {PARAMETERISATIONS}")
+            raise ConfigError(f"unknown parameterisation {self.parameterisation!r}; choose one of "
+                              f"{sorted(PARAMETERISATIONS)}")
         if self.loraplus_ratio is not None and not (isinstance(self.loraplus_ratio, int | float)
                                                     and self.loraplus_ratio > 0):
             raise ConfigError(f"loraplus_ratio must be a positive number or None, got {self.loraplus_ratio!r}")

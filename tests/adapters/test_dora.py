@@ -33,7 +33,7 @@ def test_dora_forward_and_gradients_match_reference(bias):
     g = torch.randn_like(y)
     (y * g).sum().backward()
     (y_ref * g).sum().backward()
-    for p, r in zip(params, ref_params):
+    for p, r in zip(params, ref_params, strict=True):
         torch.testing.assert_close(p.grad, r.grad, atol=1e-5, rtol=1e-4)
 
 

@@ -37,16 +37,12 @@ def save_native(model: nn.Module, folder: Path, name: str) -> None:
         for k, t in adapter.state_dict().items():
             tensors[f"{layer}.{k}"] = t
         layers[layer] = {"kind": host.geometry.kind, "weight_shape": list(module.weight.shape),
-                         "rank": adapter.delta.rank, "alpha": _alpha(config, layer),
+                         "rank": adapter.delta.rank, "alpha": config.alpha_for(layer),
                          "scale": adapter.delta.scale, "moves_base": adapter.delta.moves_base}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "rankwise_version": __version__,
             "adapter_name": name, "model_class": type(model).__name__, "config": config.to_dict(), "layers": layers}
     write_tensors(folder / TENSORS, tensors, metadata={"format": FORMAT})
     write_json(folder / META, meta)
-
-
-def _alpha(config: LoRAConfig, layer: str) -> float:
-    return config.alpha_for(layer)
 
 
 def read_native(folder: Path) -> Payload:
