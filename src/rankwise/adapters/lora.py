@@ -15,13 +15,15 @@ import torch
 from torch import nn
 
 from ..core.contract import Parameterisation
-from ..core.geometry import LayerGeometry
+from ..core.geometry import LayerGeometry, is_hf_conv1d
+from .fused_lora import FusedLoRALinear
 
 
 class LoRA(Parameterisation):
     """ΔW = s·B·A with trainable ``lora_A`` (r, n) and ``lora_B`` (m, r).
 
-    Starts at zero (B = 0); initialisers in ``rankwise.init`` overwrite the factors.
+    The factors are allocated uninitialised: an initialiser from ``rankwise.init`` (or a loaded
+    file) sets every value before the adapter is attached.
     """
 
     fast_params = ("lora_B",)  # LoRA+ ("LoRA+: Efficient Low Rank Adaptation", arXiv 2402.12354)
@@ -29,8 +31,8 @@ class LoRA(Parameterisation):
     def __init__(self, geometry: LayerGeometry, rank: int, scale: float, dtype: torch.dtype,
                  device: torch.device | str | None = None):
         super().__init__(geometry, rank, scale)
-        self.lora_A = nn.Parameter(torch.zeros(rank, geometry.in_features, dtype=dtype, device=device))
-        self.lora_B = nn.Parameter(torch.zeros(geometry.out_features, rank, dtype=dtype, device=device))
+        self.lora_A = nn.Parameter(torch.empty(rank, geometry.in_features, dtype=dtype, device=device))
+        self.lora_B = nn.Parameter(torch.empty(geometry.out_features, rank, dtype=dtype, device=device))
 
     def add_delta(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return self._add(base, x, out, self.lora_A, self.lora_B)
@@ -43,6 +45,24 @@ class LoRA(Parameterisation):
             x = x.to(lora_a.dtype)
         h = self.geometry.first(base, x, lora_a)  # (..., r)
         return self.geometry.second_add(out, h, lora_b, self.scale)
+
+    def fused_forward(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """One fused op for a frozen, plain ``nn.Linear`` / ``Conv1D`` whose dtype matches (see fused_lora.py)."""
+        w = base.weight
+        kind = self.geometry.kind
+        if kind == "linear":
+            if type(base).forward is not nn.Linear.forward:  # subclasses (quantized, …) keep their own forward
+                return None
+            w_t = w.t()
+        elif kind == "conv1d" and is_hf_conv1d(base) and type(base).__module__.startswith("transformers."):
+            w_t = w  # Conv1D stores W0ᵀ (n, m)
+        else:
+            return None
+        bias = base.bias
+        if w.requires_grad or (bias is not None and bias.requires_grad) or not (
+                x.dtype == w.dtype == self.lora_A.dtype):
+            return None
+        return FusedLoRALinear.apply(x, w_t, bias, self.lora_A, self.lora_B, self.scale)
 
     def delta_matrix(self) -> torch.Tensor:
         return self.scale * (self.lora_B @ self.lora_A)  # (m, n)

@@ -167,9 +167,10 @@ def adapter_config(model: nn.Module, name: str = "default") -> LoRAConfig:
     raise AdapterStateError(f"no adapter named {name!r}; the model has {adapter_names(model)}")
 
 
-def _check_names(model: nn.Module, names: Iterable[str]) -> list[str]:
+def _check_names(model: nn.Module, names: str | Iterable[str], found: list | None = None) -> list[str]:
     names = [names] if isinstance(names, str) else list(names)
-    present = adapter_names(model)
+    found = list(hosts(model)) if found is None else found
+    present = list(dict.fromkeys(a for _, _, h in found for a in h.keys()))
     if not present:
         raise AdapterStateError("the model has no rankwise adapters; call rankwise.adapt first")
     for n in names:
@@ -180,8 +181,9 @@ def _check_names(model: nn.Module, names: Iterable[str]) -> list[str]:
 
 def set_active(model: nn.Module, names: str | Iterable[str]) -> None:
     """Make ``names`` the active adapters (applied in forward, trainable); all others inactive and frozen."""
-    names = _check_names(model, names)
-    for _, _, host in hosts(model):
+    found = list(hosts(model))
+    names = _check_names(model, names, found)
+    for _, _, host in found:
         host.active = [n for n in names if n in host]
         for n, adapter in host.items():
             adapter.requires_grad_(n in host.active)

@@ -51,6 +51,10 @@ class Parameterisation(nn.Module):
         """ΔW in the (m, n) matrix view, scale included. For merge and analysis only."""
         raise NotImplementedError
 
+    def fused_forward(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """Optional fast path: base(x) + ΔW·x as one op, or None (the default) to use the plain path."""
+        return None
+
     def row_norms_with(self, w0: torch.Tensor) -> torch.Tensor:
         """‖W0 + ΔW‖ per row (length m), fp32, no grad. Subclasses override with a factored form."""
         with torch.no_grad():
@@ -123,6 +127,12 @@ class Adapter(nn.Module):
 
     def forward(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         return self.wrapper(self.delta, base, x, self.dropout(x), out, base_out)
+
+    def fused_forward(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The full layer output via the parameterisation's fused path, when nothing else is in the way."""
+        if type(self.wrapper) is not Wrapper or (self.training and not isinstance(self.dropout, nn.Identity)):
+            return None
+        return self.delta.fused_forward(base, x)
 
     def merged_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """The base weight with this adapter folded in: fp32 arithmetic, stored layout, fp32."""

@@ -1,12 +1,16 @@
-"""The per-layer host: the named adapters living on one layer, and the hook that runs them.
+"""The per-layer host: the named adapters living on one layer, and the forward that runs them.
 
 rankwise does not replace layers. It attaches an ``AdapterHost`` as the child ``rankwise`` of each
-adapted layer and registers a forward hook, so the layer keeps its class (``isinstance`` checks
-in user and transformers code still hold), its ``weight`` and its state-dict keys; adapter tensors
-appear as ``<layer>.rankwise.<adapter>.delta.lora_A`` and so on.
+adapted layer and sets the layer's ``forward`` (an instance attribute, as accelerate's hooks do),
+so the layer keeps its class (``isinstance`` checks in user and transformers code still hold),
+its ``weight`` and its state-dict keys; adapter tensors appear as
+``<layer>.rankwise.<adapter>.delta.lora_A`` and so on. The forward is
 
     y = base(x)                                       # the layer's own forward, untouched
     y = adapter_k(x, y) for each active, unmerged k   # each adds its factored contribution
+
+except that a single eligible adapter may run base and adapter as one fused op
+(``Adapter.fused_forward``), which the plain path above serves as the reference for.
 """
 
 from __future__ import annotations
@@ -20,9 +24,28 @@ from .geometry import LayerGeometry
 HOST_ATTR = "rankwise"
 
 
-def _run_adapters(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    """Forward hook (module-level so that deepcopy/pickle of the model keep working)."""
-    return getattr(module, HOST_ATTR).run(module, args[0], output)
+class AdaptedForward:
+    """The ``forward`` of an adapted layer. A module-level class, so deepcopy and pickle keep working.
+
+    Args:
+        module: the adapted layer.
+        previous: an instance-level ``forward`` that was already set (e.g. by accelerate), called
+            for the base output; None to call the layer class's own ``forward``.
+    """
+
+    def __init__(self, module: nn.Module, previous=None):
+        self.module = module
+        self.previous = previous
+
+    def __call__(self, x, *args, **kwargs):
+        module = self.module
+        host: AdapterHost = getattr(module, HOST_ATTR)
+        if self.previous is None and not args and not kwargs:
+            out = host.fused(module, x)
+            if out is not None:
+                return out
+        base = self.previous if self.previous is not None else type(module).forward.__get__(module)
+        return host.run(module, x, base(x, *args, **kwargs))
 
 
 class AdapterHost(nn.ModuleDict):
@@ -55,15 +78,27 @@ class AdapterHost(nn.ModuleDict):
         if host is None:
             host = AdapterHost(geometry)
             module.add_module(HOST_ATTR, host)
-            module.register_forward_hook(_run_adapters)
+            module.forward = AdaptedForward(module, module.__dict__.get("forward"))
         return host
 
     @staticmethod
     def detach(module: nn.Module) -> None:
-        for key, hook in list(module._forward_hooks.items()):
-            if hook is _run_adapters:
-                del module._forward_hooks[key]
+        forward = module.__dict__.get("forward")
+        if isinstance(forward, AdaptedForward):
+            if forward.previous is None:
+                del module.forward
+            else:
+                module.forward = forward.previous
         delattr(module, HOST_ATTR)
+
+    def fused(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The whole layer output from a fused kernel, or None when the plain path must run."""
+        if not self.enabled:
+            return None
+        live = [n for n in self.active if n not in self.merged]
+        if len(live) != 1:
+            return None
+        return self[live[0]].fused_forward(base, x)
 
     def run(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

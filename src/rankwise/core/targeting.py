@@ -50,7 +50,8 @@ def name_matches(target: str, name: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
-def output_head_names(model: nn.Module) -> set[str]:
+def output_head_names(model: nn.Module, named: list[tuple[str, nn.Module]]) -> set[str]:
+    """Names of the output head: ``get_output_embeddings()`` if the model has it, plus lm_head/classifier/score."""
     heads = set()
     get_out = getattr(model, "get_output_embeddings", None)
     if callable(get_out):
@@ -59,8 +60,8 @@ def output_head_names(model: nn.Module) -> set[str]:
         except Exception:  # models that raise NotImplementedError
             head = None
         if head is not None:
-            heads |= {n for n, m in model.named_modules() if m is head}
-    heads |= {n for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] in HEAD_NAMES}
+            heads |= {n for n, m in named if m is head}
+    heads |= {n for n, _ in named if n.rsplit(".", 1)[-1] in HEAD_NAMES}
     return heads
 
 
@@ -80,13 +81,13 @@ def resolve_targets(model: nn.Module, targets, exclude: Sequence[str] = ()) -> l
     """
     named = [(n, m) for n, m in model.named_modules() if n and not _is_internal(n)]
     all_names = [n for n, _ in named]
-    heads = output_head_names(model)
     chosen: dict[str, nn.Module] = {}
     for t in _as_list(targets):
         if isinstance(t, type):
             hits = [(n, m) for n, m in named if isinstance(m, t)]
             what = f"module type {t.__name__}"
         elif t == ALL_LINEAR:
+            heads = output_head_names(model, named)
             hits = [(n, m) for n, m in named if layer_kind(m) in ("linear", "conv1d") and n not in heads]
             what = "'all-linear'"
         else:
