@@ -109,9 +109,11 @@ class LoRAConfig:
 
     # ---- per-layer values -------------------------------------------------------------------
     def rank_for(self, module_name: str) -> int:
+        """The rank for layer ``module_name``: the first matching ``rank_pattern`` entry, else ``rank``."""
         return _pattern_value(self.rank_pattern, module_name, self.rank)
 
     def alpha_for(self, module_name: str) -> float:
+        """α for layer ``module_name``: the first matching ``alpha_pattern`` entry, else ``alpha``."""
         return _pattern_value(self.alpha_pattern, module_name, self.alpha)
 
     def scale(self, rank: int, alpha: float) -> float:
@@ -130,6 +132,7 @@ class LoRAConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoRAConfig:
+        """Inverse of :meth:`to_dict`; unknown fields raise ConfigError naming them."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:

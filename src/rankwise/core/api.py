@@ -190,6 +190,7 @@ def set_active(model: nn.Module, names: str | Iterable[str]) -> None:
 
 
 def active_adapters(model: nn.Module) -> list[str]:
+    """Names of the active adapters, in the order first seen."""
     seen: dict[str, None] = {}
     for _, _, host in hosts(model):
         seen.update(dict.fromkeys(host.active))

@@ -62,6 +62,7 @@ class LayerGeometry:
 
     @staticmethod
     def of(module: nn.Module) -> LayerGeometry:
+        """The geometry of a supported layer; TypeError for any other module."""
         kind = layer_kind(module)
         if kind is None:
             raise TypeError(f"{type(module).__name__} is not a supported layer type")
@@ -79,6 +80,7 @@ class LayerGeometry:
 
     @property
     def max_rank(self) -> int:
+        """min(m, n): the largest rank a ΔW of this layer can have."""
         return min(self.out_features, self.in_features)
 
     # ---- weight <-> matrix view -------------------------------------------------------------

@@ -69,11 +69,13 @@ class AdapterHost(nn.ModuleDict):
 
     @staticmethod
     def of(module: nn.Module) -> AdapterHost | None:
+        """The host on ``module``, or None if it is not adapted."""
         host = getattr(module, HOST_ATTR, None)
         return host if isinstance(host, AdapterHost) else None
 
     @staticmethod
     def attach(module: nn.Module, geometry: LayerGeometry) -> AdapterHost:
+        """The host on ``module``, created (with the adapted forward) if absent."""
         host = AdapterHost.of(module)
         if host is None:
             host = AdapterHost(geometry)
@@ -83,6 +85,7 @@ class AdapterHost(nn.ModuleDict):
 
     @staticmethod
     def detach(module: nn.Module) -> None:
+        """Remove the host and restore the layer's forward."""
         forward = module.__dict__.get("forward")
         if isinstance(forward, AdaptedForward):
             if forward.previous is None:
@@ -101,6 +104,7 @@ class AdapterHost(nn.ModuleDict):
         return self[live[0]].fused_forward(base, x)
 
     def run(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The plain path: add each active, unmerged adapter to the base output ``out``."""
         if not self.enabled:
             # base model = W0_moved + ΔW₀ for adapters whose init moved W0 (PiSSA, …)
             for adapter in self.values():
@@ -124,6 +128,7 @@ class AdapterHost(nn.ModuleDict):
 
     @torch.no_grad()
     def unmerge(self, base: nn.Module, name: str) -> None:
+        """Take adapter ``name`` back out of the weight (fp32 arithmetic, one cast)."""
         adapter: Adapter = self[name]
         w = base.weight
         w.copy_(adapter.unmerged_weight(w).to(w.dtype))

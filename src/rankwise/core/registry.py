@@ -16,6 +16,7 @@ PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {"lora": LoRA}
 
 
 def make_wrapper(dora: bool, geometry: LayerGeometry, dtype: torch.dtype, device) -> Wrapper:
+    """The wrapper axis: DoRA's magnitude/direction split, or plain addition."""
     return DoRA(geometry.out_features, dtype, device) if dora else Wrapper()
 
 

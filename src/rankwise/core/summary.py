@@ -11,6 +11,8 @@ from .api import active_adapters, hosts
 
 @dataclass
 class Row:
+    """Counts for one adapted layer type."""
+
     layer_type: str
     layers: int = 0
     base_params: int = 0

@@ -30,6 +30,8 @@ _REGEX_CHARS = set("^$*+?[](){}|\\")
 
 @dataclass(frozen=True)
 class Match:
+    """A selected layer: its full name, the module, and its geometry."""
+
     name: str
     module: nn.Module
     geometry: LayerGeometry

@@ -15,6 +15,8 @@ InitFn = Callable[..., bool]
 
 @dataclass(frozen=True)
 class Initialiser:
+    """A registered initialiser: its function, paper, and whether it moves W0 or needs an SVD."""
+
     name: str
     fn: InitFn
     paper: str
@@ -36,6 +38,7 @@ def register_initialiser(name: str, paper: str, moves_base: bool = False, needs_
 
 
 def get_initialiser(name: str) -> Initialiser:
+    """Look up ``name``; unknown names raise ConfigError listing the known ones."""
     if name not in INITIALISERS:
         raise ConfigError(f"unknown init {name!r}; choose one of {sorted(INITIALISERS)}")
     return INITIALISERS[name]

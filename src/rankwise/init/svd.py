@@ -26,6 +26,7 @@ def _set(delta, b: torch.Tensor, a: torch.Tensor) -> None:
 
 @register_initialiser("pissa", paper="PiSSA, arXiv 2404.02948", moves_base=True, needs_svd=True)
 def init_pissa(delta, w0: torch.Tensor, niter: int | None = None, **_) -> bool:
+    """B = U_r·√(S_r/s), A = √(S_r/s)·V_rᵀ from the top-r SVD (randomized when ``niter`` is set)."""
     u, s, vh = fp32_svd(w0, delta.rank, niter)
     root = (s / delta.scale).sqrt()
     _set(delta, u * root, root[:, None] * vh)
@@ -34,6 +35,7 @@ def init_pissa(delta, w0: torch.Tensor, niter: int | None = None, **_) -> bool:
 
 @register_initialiser("milora", paper="MiLoRA, arXiv 2406.09044", moves_base=True, needs_svd=True)
 def init_milora(delta, w0: torch.Tensor, niter: int | None = None, **_) -> bool:
+    """As PiSSA with the r smallest singular triplets (exact SVD only)."""
     if niter is not None:
         raise ConfigError("init='milora' needs the smallest singular triplets, which randomized SVD does "
                           "not give; leave init_niter=None")
@@ -46,6 +48,7 @@ def init_milora(delta, w0: torch.Tensor, niter: int | None = None, **_) -> bool:
 
 @register_initialiser("olora", paper="OLoRA, arXiv 2406.01775", moves_base=True)
 def init_olora(delta, w0: torch.Tensor, **_) -> bool:
+    """B = Q[:, :r], A = R[:r] from W0 = Q·R."""
     q, r = torch.linalg.qr(w0.float())
     _set(delta, q[:, : delta.rank], r[: delta.rank])
     return True

@@ -28,6 +28,7 @@ META = "adapter.json"
 
 
 def save_native(model: nn.Module, folder: Path, name: str) -> None:
+    """Write adapter ``name`` of ``model`` to ``folder`` in rankwise's format (tensors first, JSON last)."""
     config = api.adapter_config(model, name)
     tensors, layers = {}, {}
     for layer, module, host in api.hosts(model):
@@ -46,6 +47,7 @@ def save_native(model: nn.Module, folder: Path, name: str) -> None:
 
 
 def read_native(folder: Path) -> Payload:
+    """Parse and check a rankwise adapter folder; nothing is applied to a model here."""
     meta_path, tensor_path = folder / META, folder / TENSORS
     meta = read_json(meta_path)
     if meta.get("format") != FORMAT:

@@ -40,6 +40,7 @@ class Payload:
 
 
 def apply_payload(model: nn.Module, payload: Payload, name: str, activate: bool = True) -> nn.Module:
+    """Check every tensor of ``payload`` against ``model``, then attach it as adapter ``name``."""
     src = payload.source
     modules = dict(model.named_modules())
     for layer, shape in payload.weight_shapes.items():

@@ -38,6 +38,7 @@ _SUFFIXES = {
 
 
 def save_peft(model: nn.Module, folder: Path, name: str) -> None:
+    """Write adapter ``name`` as a PEFT LoRA folder that ``peft.PeftModel.from_pretrained`` loads."""
     config = api.adapter_config(model, name)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
@@ -94,6 +95,7 @@ _UNSUPPORTED = {  # PEFT options that change the math in ways rankwise does not 
 
 
 def read_peft(folder: Path) -> Payload:
+    """Parse a PEFT LoRA/rsLoRA/DoRA folder; per-layer rank from the tensors, α from PEFT's patterns."""
     cfg_path = folder / CONFIG
     cfg = read_json(cfg_path)
     if cfg.get("peft_type") != "LORA":
