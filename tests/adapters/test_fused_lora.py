@@ -95,3 +95,23 @@ def test_existing_instance_forward_override_is_kept_and_restored():
     assert calls == [1]  # the previous override still runs (plain path)
     rankwise.merge_and_unload(model)
     assert layer.forward is wrapped
+
+
+@pytest.mark.parametrize("kind", ["linear", "linear-nobias", "conv1d"])
+def test_fused_dora_matches_plain_dora(kind):
+    pytest.importorskip("transformers")
+    layer = layers()[kind]()
+    rankwise.adapt(nn.Sequential(layer), rankwise.LoRAConfig(rank=3, alpha=5, targets=type(layer), dora=True))
+    perturb(nn.Sequential(layer), std=0.3)
+    adapter = layer.rankwise["default"]
+    params = [adapter.delta.lora_A, adapter.delta.lora_B, adapter.wrapper.magnitude]
+    x = torch.randn(3, 5, 24)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y_fast = layer(x1)
+    assert type(y_fast.grad_fn).__name__ == "FusedDoRALinearBackward"
+    grads_fast = torch.autograd.grad(y_fast.square().sum(), params + [x1])
+    y_ref = plain_path(layer, x2)
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), params + [x2])
+    torch.testing.assert_close(y_fast, y_ref, atol=1e-5, rtol=1e-5)
+    for gf, gr in zip(grads_fast, grads_ref, strict=True):
+        torch.testing.assert_close(gf, gr, atol=1e-5, rtol=1e-4)

@@ -57,6 +57,9 @@ class DoRA(Wrapper):
         lora = delta.add_delta(base, x_drop, torch.zeros_like(out))
         return out + (g - 1) * w0x + g * lora
 
+    def fused_forward(self, delta, base, x):
+        return delta.fused_forward(base, x, magnitude=self.magnitude)
+
     def merged_matrix(self, delta, w0):
         w = w0 + delta.delta_matrix().float()
         gain = self.magnitude.detach().float() / torch.linalg.vector_norm(w, dim=1)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..core.contract import Parameterisation
 from ..core.geometry import LayerGeometry, is_hf_conv1d
-from .fused_lora import FusedLoRALinear
+from .fused_lora import FusedDoRALinear, FusedLoRALinear
 
 
 class LoRA(Parameterisation):
@@ -46,8 +46,13 @@ class LoRA(Parameterisation):
         h = self.geometry.first(base, x, lora_a)  # (..., r)
         return self.geometry.second_add(out, h, lora_b, self.scale)
 
-    def fused_forward(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-        """One fused op for a frozen, plain ``nn.Linear`` / ``Conv1D`` whose dtype matches (see fused_lora.py)."""
+    def fused_forward(self, base: nn.Module, x: torch.Tensor, magnitude: torch.Tensor | None = None
+                      ) -> torch.Tensor | None:
+        """One fused op for a frozen, plain ``nn.Linear`` / ``Conv1D`` whose dtype matches (see fused_lora.py).
+
+        With ``magnitude`` (DoRA's wrapper passes it) the output is m ⊙ (W0 + ΔW)·x / ‖W0 + ΔW‖ + b.
+        Returns None when the layer does not qualify, and the plain path runs.
+        """
         w = base.weight
         kind = self.geometry.kind
         if kind == "linear":
@@ -62,7 +67,10 @@ class LoRA(Parameterisation):
         if w.requires_grad or (bias is not None and bias.requires_grad) or not (
                 x.dtype == w.dtype == self.lora_A.dtype):
             return None
-        return FusedLoRALinear.apply(x, w_t, bias, self.lora_A, self.lora_B, self.scale)
+        if magnitude is None:
+            return FusedLoRALinear.apply(x, w_t, bias, self.lora_A, self.lora_B, self.scale)
+        norms = self.row_norms_with(w_t.t()).to(magnitude.dtype)
+        return FusedDoRALinear.apply(x, w_t, bias, self.lora_A, self.lora_B, magnitude, norms, self.scale)
 
     def delta_matrix(self) -> torch.Tensor:
         return self.scale * (self.lora_B @ self.lora_A)  # (m, n)
@@ -78,7 +86,7 @@ class LoRA(Parameterisation):
         with torch.no_grad():
             w0 = w0.float()
             a, b, s = self.lora_A.float(), self.lora_B.float(), self.scale
-            sq = w0.square().sum(1)                                     # (m,)
+            sq = torch.linalg.vector_norm(w0, dim=1).square()           # (m,), one pass, no (m, n) temp
             sq = sq + 2 * s * (b * (w0 @ a.t())).sum(1)                 # (m, r) ⊙ (m, r)
             sq = sq + s * s * ((b @ (a @ a.t())) * b).sum(1)            # (m, r) ⊙ (m, r)
             return sq.clamp_min(0).sqrt()

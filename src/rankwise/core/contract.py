@@ -51,8 +51,12 @@ class Parameterisation(nn.Module):
         """ΔW in the (m, n) matrix view, scale included. For merge and analysis only."""
         raise NotImplementedError
 
-    def fused_forward(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-        """Optional fast path: base(x) + ΔW·x as one op, or None (the default) to use the plain path."""
+    def fused_forward(self, base: nn.Module, x: torch.Tensor, magnitude: torch.Tensor | None = None
+                      ) -> torch.Tensor | None:
+        """Optional fast path: base(x) + ΔW·x as one op, or None (the default) to use the plain path.
+
+        With ``magnitude`` (from DoRA) the op must return m ⊙ (W0 + ΔW)·x / ‖W0 + ΔW‖_row + b.
+        """
         return None
 
     def row_norms_with(self, w0: torch.Tensor) -> torch.Tensor:
@@ -99,6 +103,10 @@ class Wrapper(nn.Module):
         """
         return delta.add_delta(base, x_drop, out)
 
+    def fused_forward(self, delta: Parameterisation, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The whole layer output in one fused op if the parameterisation offers one, else None."""
+        return delta.fused_forward(base, x)
+
     def merged_matrix(self, delta: Parameterisation, w0: torch.Tensor) -> torch.Tensor:
         """The merged (m, n) weight, computed in fp32 from the fp32 matrix view w0."""
         return w0 + delta.delta_matrix().float()
@@ -130,9 +138,9 @@ class Adapter(nn.Module):
 
     def fused_forward(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         """The full layer output via the parameterisation's fused path, when nothing else is in the way."""
-        if type(self.wrapper) is not Wrapper or (self.training and not isinstance(self.dropout, nn.Identity)):
+        if self.training and not isinstance(self.dropout, nn.Identity):
             return None
-        return self.delta.fused_forward(base, x)
+        return self.wrapper.fused_forward(self.delta, base, x)
 
     def merged_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """The base weight with this adapter folded in: fp32 arithmetic, stored layout, fp32."""
