@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .geometry import LayerGeometry
@@ -127,18 +128,22 @@ class Adapter(nn.Module):
         super().__init__()
         self.delta = delta
         self.wrapper = wrapper
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = dropout  # p, applied functionally (no module per layer)
 
     @property
     def geometry(self) -> LayerGeometry:
         return self.delta.geometry
 
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}" if self.dropout else ""
+
     def forward(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
-        return self.wrapper(self.delta, base, x, self.dropout(x), out, base_out)
+        x_drop = F.dropout(x, self.dropout, self.training) if self.dropout > 0 and self.training else x
+        return self.wrapper(self.delta, base, x, x_drop, out, base_out)
 
     def fused_forward(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         """The full layer output via the parameterisation's fused path, when nothing else is in the way."""
-        if self.training and not isinstance(self.dropout, nn.Identity):
+        if self.training and self.dropout > 0:
             return None
         return self.wrapper.fused_forward(self.delta, base, x)
 

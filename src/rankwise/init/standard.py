@@ -17,7 +17,9 @@ def init_default(delta, w0: torch.Tensor, **_) -> bool:
             delta.lora_A.zero_()
             delta.lora_B.normal_()
         else:
-            torch.nn.init.kaiming_uniform_(delta.lora_A, a=math.sqrt(5))
+            # = kaiming_uniform_(a=√5): gain √(2/(1+5)), bound gain·√(3/n) = 1/√n
+            bound = 1.0 / math.sqrt(delta.lora_A.shape[1])
+            delta.lora_A.uniform_(-bound, bound)
             delta.lora_B.zero_()
     return False
 
