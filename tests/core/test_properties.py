@@ -30,15 +30,15 @@ target_choices = st.sampled_from([
 ])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(widths=st.lists(st.integers(1, 12), min_size=2, max_size=4), rank=st.integers(1, 14),
        alpha=st.floats(0.5, 64), targets=target_choices, init=st.sampled_from(["default", "gaussian", "pissa", "olora",
                                                                                "milora"]),
        dora=st.booleans(), rslora=st.booleans(), seed=st.integers(0, 2**16))
 def test_random_configs_never_corrupt_a_model(widths, rank, alpha, targets, init, dora, rslora, seed):
     torch.manual_seed(seed)
-    model = MLP(widths).eval()
-    x = torch.randn(5, widths[0])
+    model = MLP(widths).double().eval()  # float64: large α·‖BA‖ would make fp32 rounding the thing under test
+    x = torch.randn(5, widths[0], dtype=torch.float64)
     ref = model(x).detach()
     state = copy.deepcopy(model.state_dict())
     try:
@@ -50,17 +50,17 @@ def test_random_configs_never_corrupt_a_model(widths, rank, alpha, targets, init
         assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
         assert all(p.requires_grad for p in model.parameters())
         return
-    torch.testing.assert_close(model(x), ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model(x), ref, atol=1e-9, rtol=1e-9)
     with torch.no_grad():
         for p in rankwise.trainable_parameters(model):
             p.add_(0.1 * torch.randn_like(p))
     out = model(x).detach()
     rankwise.merge(model)
-    torch.testing.assert_close(model(x), out, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model(x), out, atol=1e-9, rtol=1e-9)
     rankwise.unload(model)
-    torch.testing.assert_close(model(x), ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model(x), ref, atol=1e-9, rtol=1e-9)
     for k, v in state.items():
-        torch.testing.assert_close(model.state_dict()[k], v, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.state_dict()[k], v, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("bad", [None, 3, "lora", object()])

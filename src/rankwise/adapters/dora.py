@@ -61,8 +61,8 @@ class DoRA(Wrapper):
         return delta.fused_forward(base, x, magnitude=self.magnitude)
 
     def merged_matrix(self, delta, w0):
-        w = w0 + delta.delta_matrix().float()
-        gain = self.magnitude.detach().float() / torch.linalg.vector_norm(w, dim=1)
+        w = w0 + delta.delta_matrix().to(w0.dtype)
+        gain = self.magnitude.detach().to(w0.dtype) / torch.linalg.vector_norm(w, dim=1)
         self._merge_gain = gain  # kept to invert the merge exactly
         return gain[:, None] * w
 
@@ -71,4 +71,4 @@ class DoRA(Wrapper):
         if gain is None:
             raise RuntimeError("DoRA unmerge called without a matching merge")
         del self._merge_gain
-        return w / gain[:, None] - delta.delta_matrix().float()
+        return w / gain[:, None] - delta.delta_matrix().to(w.dtype)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..core.contract import Parameterisation
-from ..core.geometry import LayerGeometry, is_hf_conv1d
+from ..core.geometry import LayerGeometry, acc_dtype, is_hf_conv1d
 from .fused_lora import FusedDoRALinear, FusedLoRALinear
 
 
@@ -84,8 +84,8 @@ class LoRA(Parameterisation):
         ‖w_i‖² + 2s·⟨B_i, (W0·Aᵀ)_i⟩ + s²·B_i·(A·Aᵀ)·B_iᵀ — O(m·n·r) instead of an (m, n) product.
         """
         with torch.no_grad():
-            w0 = w0.float()
-            a, b, s = self.lora_A.float(), self.lora_B.float(), self.scale
+            w0 = w0.to(acc_dtype(w0.dtype))
+            a, b, s = self.lora_A.to(w0.dtype), self.lora_B.to(w0.dtype), self.scale
             sq = torch.linalg.vector_norm(w0, dim=1).square()           # (m,), one pass, no (m, n) temp
             sq = sq + 2 * s * (b * (w0 @ a.t())).sum(1)                 # (m, r) ⊙ (m, r)
             sq = sq + s * s * ((b @ (a @ a.t())) * b).sum(1)            # (m, r) ⊙ (m, r)

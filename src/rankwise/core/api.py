@@ -18,7 +18,7 @@ from ..config import LoRAConfig
 from ..errors import AdapterStateError, ConfigError, TargetError
 from ..init.registry import get_initialiser
 from .contract import Adapter
-from .geometry import LayerGeometry
+from .geometry import LayerGeometry, acc_dtype
 from .host import AdapterHost
 from .registry import PARAMETERISATIONS, adapter_dtype, make_wrapper
 from .targeting import resolve_targets
@@ -95,7 +95,7 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
         dtype = adapter_dtype(w.dtype)
         delta = PARAMETERISATIONS[config.parameterisation](p.geometry, p.rank, config.scale(p.rank, p.alpha),
                                                            dtype, w.device)
-        w0 = p.geometry.matrix(w.detach()).float()
+        w0 = p.geometry.matrix(w.detach()).to(acc_dtype(w.dtype))
         if layers is None:
             try:
                 p.moves_base = init.fn(delta, w0, niter=config.init_niter)
@@ -103,7 +103,7 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
                 raise ConfigError(f"init={config.init!r} failed on layer {p.name!r}: {e}") from e
             if p.moves_base:
                 delta.remember_initial()
-                w0 = w0 - delta.initial_delta_matrix().float()
+                w0 = w0 - delta.initial_delta_matrix().to(w0.dtype)
         wrapper = make_wrapper(config.dora, p.geometry, dtype, w.device)
         if config.dora:
             wrapper.reset_magnitude(delta, w0)
@@ -122,7 +122,8 @@ def attach(model: nn.Module, plans: list[_Plan], name: str, config: LoRAConfig, 
         host.config[name] = config
         if p.moves_base:
             host.shift_base(p.module, name, -1.0)
-        p.adapter.requires_grad_(False)
+        if not activate:
+            p.adapter.requires_grad_(False)
     if activate:
         set_active(model, name)
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import LayerGeometry
+from .geometry import LayerGeometry, acc_dtype
 
 
 class Parameterisation(nn.Module):
@@ -61,9 +61,10 @@ class Parameterisation(nn.Module):
         return None
 
     def row_norms_with(self, w0: torch.Tensor) -> torch.Tensor:
-        """‖W0 + ΔW‖ per row (length m), fp32, no grad. Subclasses override with a factored form."""
+        """‖W0 + ΔW‖ per row (length m), fp32 (fp64 for fp64), no grad. Subclasses override with a factored form."""
         with torch.no_grad():
-            return torch.linalg.vector_norm(w0.float() + self.delta_matrix().float(), dim=1)
+            w0 = w0.to(acc_dtype(w0.dtype))
+            return torch.linalg.vector_norm(w0 + self.delta_matrix().to(w0.dtype), dim=1)
 
     # -- snapshot of the initial tensors, for inits that move W0 (PiSSA, OLoRA, MiLoRA, …) --
     def remember_initial(self) -> None:
@@ -109,12 +110,12 @@ class Wrapper(nn.Module):
         return delta.fused_forward(base, x)
 
     def merged_matrix(self, delta: Parameterisation, w0: torch.Tensor) -> torch.Tensor:
-        """The merged (m, n) weight, computed in fp32 from the fp32 matrix view w0."""
-        return w0 + delta.delta_matrix().float()
+        """The merged (m, n) weight, computed in w0's dtype (fp32 or fp64, see ``acc_dtype``)."""
+        return w0 + delta.delta_matrix().to(w0.dtype)
 
     def unmerged_matrix(self, delta: Parameterisation, w: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`merged_matrix`."""
-        return w - delta.delta_matrix().float()
+        return w - delta.delta_matrix().to(w.dtype)
 
 
 class Adapter(nn.Module):
@@ -148,14 +149,14 @@ class Adapter(nn.Module):
         return self.wrapper.fused_forward(self.delta, base, x)
 
     def merged_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """The base weight with this adapter folded in: fp32 arithmetic, stored layout, fp32."""
+        """The base weight with this adapter folded in: fp32 (fp64 for fp64) arithmetic, stored layout."""
         g = self.geometry
-        return g.to_weight(self.wrapper.merged_matrix(self.delta, g.matrix(weight.float())))
+        return g.to_weight(self.wrapper.merged_matrix(self.delta, g.matrix(weight.to(acc_dtype(weight.dtype)))))
 
     def unmerged_weight(self, weight: torch.Tensor) -> torch.Tensor:
         g = self.geometry
-        return g.to_weight(self.wrapper.unmerged_matrix(self.delta, g.matrix(weight.float())))
+        return g.to_weight(self.wrapper.unmerged_matrix(self.delta, g.matrix(weight.to(acc_dtype(weight.dtype)))))
 
     def delta_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """ΔW in the stored layout (W_merged − W0), fp32; for merge and analysis, not training."""
-        return self.merged_weight(weight) - weight.float()
+        """ΔW in the stored layout (W_merged − W0), fp32 or fp64; for merge and analysis, not training."""
+        return self.merged_weight(weight) - weight.to(acc_dtype(weight.dtype))

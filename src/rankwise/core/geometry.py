@@ -26,6 +26,11 @@ from torch import nn
 KINDS = ("linear", "conv1d", "embedding", "conv2d")
 
 
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype merges and norms are computed in: fp32 for half types, fp64 stays fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def is_hf_conv1d(module: nn.Module) -> bool:
     """True for transformers' ``Conv1D`` (GPT-2 style: a Linear whose weight is stored (in, out))."""
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and getattr(module, "weight", None) is not None

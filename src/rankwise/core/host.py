@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .contract import Adapter
-from .geometry import LayerGeometry
+from .geometry import LayerGeometry, acc_dtype
 
 HOST_ATTR = "rankwise"
 
@@ -70,7 +70,7 @@ class AdapterHost(nn.ModuleDict):
     @staticmethod
     def of(module: nn.Module) -> AdapterHost | None:
         """The host on ``module``, or None if it is not adapted."""
-        host = getattr(module, HOST_ATTR, None)
+        host = module._modules.get(HOST_ATTR)  # direct dict lookup: this runs for every module in a walk
         return host if isinstance(host, AdapterHost) else None
 
     @staticmethod
@@ -139,8 +139,9 @@ class AdapterHost(nn.ModuleDict):
         """W0 ← W0 + sign·ΔW₀ for an adapter whose init moved the base (−1 at init, +1 to restore)."""
         delta = self[name].delta
         w = base.weight
-        d0 = self.geometry.to_weight(delta.initial_delta_matrix().float())
-        w.copy_((w.float() + sign * d0).to(w.dtype))
+        acc = acc_dtype(w.dtype)
+        d0 = self.geometry.to_weight(delta.initial_delta_matrix().to(acc))
+        w.copy_((w.to(acc) + sign * d0).to(w.dtype))
 
     def extra_repr(self) -> str:
         return f"active={self.active}, merged={self.merged}, enabled={self.enabled}"
