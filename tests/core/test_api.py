@@ -178,3 +178,21 @@ def test_adapted_model_survives_deepcopy_and_state_dict_keys_keep_base_names():
     assert not torch.allclose(clone(x).logits, model(x).logits)  # the copy runs its own adapters
     assert base_keys <= set(model.state_dict())
     assert isinstance(model.model.layers[0].self_attn.q_proj, nn.Linear)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """The fused adapter nodes recompute correctly under transformers' activation checkpointing."""
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_llama()
+        rankwise.adapt(model, rankwise.LoRAConfig(rank=4, dora=True, targets=["q_proj", "v_proj", "down_proj"]))
+        perturb(model)
+        model.train()
+        if checkpointing:
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        x = ids()
+        model(x, labels=x).loss.backward()
+        grads.append([p.grad.clone() for p in rankwise.trainable_parameters(model)])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
