@@ -89,3 +89,15 @@ def test_dora_with_dropout_uses_dropped_input_for_base_term():
     lora = (xd @ adapter.delta.lora_A.t()) @ adapter.delta.lora_B.t()
     expected = F.linear(x, layer.weight) + (g - 1) * F.linear(xd, layer.weight) + g * s * lora
     torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_delta_weight_while_merged_does_not_break_unmerge():
+    layer = nn.Linear(10, 6)
+    model = nn.Sequential(layer)
+    rankwise.adapt(model, rankwise.LoRAConfig(rank=2, targets=nn.Linear, dora=True))
+    perturb(model)
+    w0 = layer.weight.detach().clone()
+    rankwise.merge(model)
+    layer.rankwise["default"].delta_weight(layer.weight)  # analysis on the merged weight: no side effect
+    rankwise.unmerge(model)
+    torch.testing.assert_close(layer.weight.detach(), w0, atol=1e-6, rtol=0)

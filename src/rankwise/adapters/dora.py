@@ -60,10 +60,11 @@ class DoRA(Wrapper):
     def fused_forward(self, delta, base, x):
         return delta.fused_forward(base, x, magnitude=self.magnitude)
 
-    def merged_matrix(self, delta, w0):
+    def merged_matrix(self, delta, w0, remember=False):
         w = w0 + delta.delta_matrix().to(w0.dtype)
         gain = self.magnitude.detach().to(w0.dtype) / torch.linalg.vector_norm(w, dim=1)
-        self._merge_gain = gain  # kept to invert the merge exactly
+        if remember:
+            self._merge_gain = gain  # the merge cannot be inverted without it: W0 = W/γ − ΔW
         return gain[:, None] * w
 
     def unmerged_matrix(self, delta, w):

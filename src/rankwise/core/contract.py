@@ -109,8 +109,11 @@ class Wrapper(nn.Module):
         """The whole layer output in one fused op if the parameterisation offers one, else None."""
         return delta.fused_forward(base, x)
 
-    def merged_matrix(self, delta: Parameterisation, w0: torch.Tensor) -> torch.Tensor:
-        """The merged (m, n) weight, computed in w0's dtype (fp32 or fp64, see ``acc_dtype``)."""
+    def merged_matrix(self, delta: Parameterisation, w0: torch.Tensor, remember: bool = False) -> torch.Tensor:
+        """The merged (m, n) weight, computed in w0's dtype (fp32 or fp64, see ``acc_dtype``).
+
+        ``remember=True`` (a real merge) lets a wrapper keep what :meth:`unmerged_matrix` needs.
+        """
         return w0 + delta.delta_matrix().to(w0.dtype)
 
     def unmerged_matrix(self, delta: Parameterisation, w: torch.Tensor) -> torch.Tensor:
@@ -148,10 +151,11 @@ class Adapter(nn.Module):
             return None
         return self.wrapper.fused_forward(self.delta, base, x)
 
-    def merged_weight(self, weight: torch.Tensor) -> torch.Tensor:
+    def merged_weight(self, weight: torch.Tensor, remember: bool = False) -> torch.Tensor:
         """The base weight with this adapter folded in: fp32 (fp64 for fp64) arithmetic, stored layout."""
         g = self.geometry
-        return g.to_weight(self.wrapper.merged_matrix(self.delta, g.matrix(weight.to(acc_dtype(weight.dtype)))))
+        w0 = g.matrix(weight.to(acc_dtype(weight.dtype)))
+        return g.to_weight(self.wrapper.merged_matrix(self.delta, w0, remember))
 
     def unmerged_weight(self, weight: torch.Tensor) -> torch.Tensor:
         g = self.geometry

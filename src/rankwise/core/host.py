@@ -123,7 +123,7 @@ class AdapterHost(nn.ModuleDict):
         """Fold adapter ``name`` into the weight: computed in fp32, cast once to the weight dtype."""
         adapter: Adapter = self[name]
         w = base.weight
-        w.copy_(adapter.merged_weight(w).to(w.dtype))
+        w.copy_(adapter.merged_weight(w, remember=True).to(w.dtype))
         self.merged.append(name)
 
     @torch.no_grad()
