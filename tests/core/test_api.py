@@ -198,3 +198,17 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in rankwise.trainable_parameters(model)])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_merging_into_a_tied_weight_is_refused():
+    model = tiny_gpt2()  # wte and lm_head share one weight
+    rankwise.adapt(model, rankwise.LoRAConfig(rank=2, targets=["wte", "c_attn"]))
+    perturb(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(rankwise.AdapterStateError, match=r"'transformer.wte' is tied to \['lm_head'\]"):
+        rankwise.merge(model)
+    with pytest.raises(rankwise.AdapterStateError, match="tied"):
+        rankwise.merge_and_unload(model)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    with pytest.raises(rankwise.ConfigError, match=r"init='pissa' rewrites the weight of 'transformer.wte'"):
+        rankwise.adapt(tiny_gpt2(), rankwise.LoRAConfig(rank=2, targets=["wte"], init="pissa"))

@@ -90,6 +90,13 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
         raise ConfigError(f"adapter name {name!r} must match {_NAME.pattern} (no dots or spaces)")
     plans = _plan(model, config, name, layers)
     init = get_initialiser(config.init)
+    if init.moves_base and layers is None:
+        owners = _weight_owners(model)
+        for p in plans:
+            tied = [o for o in owners.get(id(p.module.weight), []) if o != p.name]
+            if tied:
+                raise ConfigError(f"init={config.init!r} rewrites the weight of {p.name!r}, which is tied to {tied}; "
+                                  "exclude that layer or use an init that leaves W0 alone (e.g. 'default')")
     for p in plans:
         w = p.module.weight
         dtype = adapter_dtype(w.dtype)
@@ -228,16 +235,35 @@ def merge(model: nn.Module, names: str | Iterable[str] | None = None) -> None:
     """Fold adapters (default: the active ones) into the base weights; forward is unchanged.
 
     Raises:
-        AdapterStateError: an adapter is already merged into some layer (checked before any change).
+        AdapterStateError: an adapter is already merged into some layer, or a target weight is tied to
+            another layer (GPT-2's embedding and head); checked before any change.
     """
     names = active_adapters(model) if names is None else _check_names(model, names)
     todo = [(ln, m, h, n) for ln, m, h in hosts(model) for n in names if n in h]
-    for ln, _, h, n in todo:
+    _check_mergeable(model, todo)
+    for _, m, h, n in todo:
+        h.merge(m, n)
+
+
+def _weight_owners(model: nn.Module) -> dict[int, list[str]]:
+    """id(parameter) -> names of every module holding it (more than one for tied weights)."""
+    owners: dict[int, list[str]] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), []).append(pname.rsplit(".", 1)[0])
+    return owners
+
+
+def _check_mergeable(model: nn.Module, todo: list) -> None:
+    """Refuse (before any change) merges that would double-add or write into a weight tied elsewhere."""
+    owners = _weight_owners(model)
+    for ln, m, h, n in todo:
         if n in h.merged:
             raise AdapterStateError(f"adapter {n!r} is already merged into {ln!r}; merging twice would add it twice "
                                     "(call rankwise.unmerge first)")
-    for _, m, h, n in todo:
-        h.merge(m, n)
+        tied = [o for o in owners.get(id(m.weight), []) if o != ln]
+        if tied:
+            raise AdapterStateError(f"the weight of {ln!r} is tied to {tied}; merging would change those layers too. "
+                                    "Keep the adapter unmerged, or untie the weights first")
 
 
 def unmerge(model: nn.Module) -> None:
@@ -269,10 +295,10 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
 
     Inactive adapters are discarded; base weights moved by their inits (PiSSA, …) are restored.
     """
-    for _, m, h in list(hosts(model)):
-        for n in h.active:
-            if n not in h.merged:
-                h.merge(m, n)
+    todo = [(ln, m, h, n) for ln, m, h in hosts(model) for n in h.active if n not in h.merged]
+    _check_mergeable(model, todo)
+    for _, m, h, n in todo:
+        h.merge(m, n)
     for _, m, h in list(hosts(model)):
         for n in list(h.keys()):
             if n not in h.merged and h[n].delta.moves_base:
