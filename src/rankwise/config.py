@@ -110,11 +110,11 @@ class LoRAConfig:
     # ---- per-layer values -------------------------------------------------------------------
     def rank_for(self, module_name: str) -> int:
         """The rank for layer ``module_name``: the first matching ``rank_pattern`` entry, else ``rank``."""
-        return _pattern_value(self.rank_pattern, module_name, self.rank)
+        return pattern_value(self.rank_pattern, module_name, self.rank)
 
     def alpha_for(self, module_name: str) -> float:
         """α for layer ``module_name``: the first matching ``alpha_pattern`` entry, else ``alpha``."""
-        return _pattern_value(self.alpha_pattern, module_name, self.alpha)
+        return pattern_value(self.alpha_pattern, module_name, self.alpha)
 
     def scale(self, rank: int, alpha: float) -> float:
         """s = α/r, or α/√r with rsLoRA."""
@@ -123,10 +123,8 @@ class LoRAConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; module types are written as ``"module.path:QualName"``."""
         d = asdict(self)
-        targets = self.targets if isinstance(self.targets, list | tuple) else [self.targets]
-        d["targets"] = [t if isinstance(t, str) else f"{t.__module__}:{t.__qualname__}" for t in targets]
-        if isinstance(self.targets, str):
-            d["targets"] = self.targets
+        encode = lambda t: t if isinstance(t, str) else f"{t.__module__}:{t.__qualname__}"  # noqa: E731
+        d["targets"] = [encode(t) for t in self.targets] if isinstance(self.targets, list) else encode(self.targets)
         d["exclude"] = list(self.exclude)
         return d
 
@@ -138,8 +136,9 @@ class LoRAConfig:
         if unknown:
             raise ConfigError(f"unknown LoRAConfig fields {unknown}; known fields: {sorted(known)}")
         d = dict(d)
-        if isinstance(d.get("targets"), list):
-            d["targets"] = [_resolve_type(t) if isinstance(t, str) and ":" in t else t for t in d["targets"]]
+        decode = lambda t: _resolve_type(t) if isinstance(t, str) and ":" in t else t  # noqa: E731
+        targets = d.get("targets", "all-linear")
+        d["targets"] = [decode(t) for t in targets] if isinstance(targets, list) else decode(targets)
         return cls(**d)
 
 
@@ -153,7 +152,8 @@ def pattern_matches(pattern: str, module_name: str) -> bool:
     return re.match(rf"(.*\.)?({pattern})$", module_name) is not None
 
 
-def _pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
+def pattern_value(patterns: dict[str, Any], module_name: str, default: Any) -> Any:
+    """The value of the first pattern matching ``module_name`` (PEFT's order and rule), else ``default``."""
     for pat, value in patterns.items():
         if pattern_matches(pat, module_name):
             return value

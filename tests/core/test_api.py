@@ -181,7 +181,8 @@ def test_adapted_model_survives_deepcopy_and_state_dict_keys_keep_base_names():
     assert isinstance(model.model.layers[0].self_attn.q_proj, nn.Linear)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_gradient_checkpointing_gives_the_same_gradients(reentrant):
     """The fused adapter nodes recompute correctly under transformers' activation checkpointing."""
     grads = []
     for checkpointing in (False, True):
@@ -192,7 +193,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         if checkpointing:
             with warnings.catch_warnings():  # transformers 5 renames it; the old name works everywhere
                 warnings.simplefilter("ignore", FutureWarning)
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
         x = ids()
         model(x, labels=x).loss.backward()
         grads.append([p.grad.clone() for p in rankwise.trainable_parameters(model)])
@@ -212,3 +213,11 @@ def test_merging_into_a_tied_weight_is_refused():
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     with pytest.raises(rankwise.ConfigError, match=r"init='pissa' rewrites the weight of 'transformer.wte'"):
         rankwise.adapt(tiny_gpt2(), rankwise.LoRAConfig(rank=2, targets=["wte"], init="pissa"))
+
+
+def test_config_round_trips_through_dict_for_every_target_form():
+    for targets in ["all-linear", "q_proj", nn.Linear, ["q_proj", nn.Embedding], r".*\.v_proj"]:
+        cfg = rankwise.LoRAConfig(targets=targets, exclude="lm_head", rank_pattern={"v": 2})
+        assert rankwise.LoRAConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(rankwise.ConfigError, match=r"unknown LoRAConfig fields \['rnak'\]"):
+        rankwise.LoRAConfig.from_dict({"rnak": 3})

@@ -161,3 +161,10 @@ def test_model_still_trains_after_load(saved):
     x = ids()
     model(x, labels=x).loss.backward()
     assert all(p.grad is not None for p in params)
+
+
+def test_bad_adapter_name_is_named_before_reading(saved):
+    model = tiny_llama()
+    with pytest.raises(rankwise.ConfigError, match="adapter name 'a.b'"):
+        rankwise.load_adapter(model, saved, name="a.b")
+    assert not rankwise.adapter_names(model)

@@ -51,11 +51,11 @@ class DoRA(Wrapper):
                 return y * g
             b = geo.channel(bias)
             return torch.addcmul(b - g * b, y, g)
-        # General path (earlier adapters in `out`, or dropout): add (g − 1)·W0·x_d + g·ΔW·x_d.
+        # General path (earlier adapters in `out`, or dropout): out + (g − 1)·W0·x_d + g·ΔW·x_d
+        #   = (out − W0·x_d) + g ⊙ (W0·x_d + ΔW·x_d), with ΔW·x_d accumulated onto W0·x_d by add_delta.
         w0x = geo.base_no_bias(base, x_drop) if x_drop is not x else (
             base_out if bias is None else base_out - geo.channel(bias))
-        lora = delta.add_delta(base, x_drop, torch.zeros_like(out))
-        return out + (g - 1) * w0x + g * lora
+        return torch.addcmul(out - w0x, delta.add_delta(base, x_drop, w0x), g)
 
     def fused_forward(self, delta, base, x):
         return delta.fused_forward(base, x, magnitude=self.magnitude)

@@ -26,6 +26,12 @@ from .targeting import resolve_targets
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 
+def check_adapter_name(name: str) -> None:
+    """Adapter names become state-dict key parts: letters, digits, ``_`` and ``-`` only."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(f"adapter name {name!r} must match {_NAME.pattern} (no dots or spaces)")
+
+
 def hosts(model: nn.Module) -> Iterator[tuple[str, nn.Module, AdapterHost]]:
     """(layer name, layer, host) for every adapted layer, in model order."""
     for name, module in model.named_modules():
@@ -86,8 +92,7 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
     if not isinstance(config, LoRAConfig):
         raise ConfigError(f"config must be a rankwise.LoRAConfig, got {type(config).__name__}")
     config.validate()
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ConfigError(f"adapter name {name!r} must match {_NAME.pattern} (no dots or spaces)")
+    check_adapter_name(name)
     plans = _plan(model, config, name, layers)
     init = get_initialiser(config.init)
     if init.moves_base and layers is None:

@@ -158,6 +158,7 @@ class Adapter(nn.Module):
         return g.to_weight(self.wrapper.merged_matrix(self.delta, w0, remember))
 
     def unmerged_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`merged_weight`: the base weight with this adapter taken out."""
         g = self.geometry
         return g.to_weight(self.wrapper.unmerged_matrix(self.delta, g.matrix(weight.to(acc_dtype(weight.dtype)))))
 

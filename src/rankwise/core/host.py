@@ -120,7 +120,7 @@ class AdapterHost(nn.ModuleDict):
     # ---- merging ----------------------------------------------------------------------------
     @torch.no_grad()
     def merge(self, base: nn.Module, name: str) -> None:
-        """Fold adapter ``name`` into the weight: computed in fp32, cast once to the weight dtype."""
+        """Fold adapter ``name`` into the weight: computed in fp32 (fp64 for fp64), cast once."""
         adapter: Adapter = self[name]
         w = base.weight
         w.copy_(adapter.merged_weight(w, remember=True).to(w.dtype))
@@ -128,7 +128,7 @@ class AdapterHost(nn.ModuleDict):
 
     @torch.no_grad()
     def unmerge(self, base: nn.Module, name: str) -> None:
-        """Take adapter ``name`` back out of the weight (fp32 arithmetic, one cast)."""
+        """Take adapter ``name`` back out of the weight (same arithmetic as :meth:`merge`)."""
         adapter: Adapter = self[name]
         w = base.weight
         w.copy_(adapter.unmerged_weight(w).to(w.dtype))

@@ -43,6 +43,7 @@ def load_adapter(model: nn.Module, folder: str | Path, name: str = "default", ac
     finiteness — so a corrupt, truncated or mismatched folder raises ``AdapterFileError`` naming
     the file and layer and leaves the model untouched. Nothing is unpickled.
     """
+    api.check_adapter_name(name)
     folder = Path(folder)
     if not folder.is_dir():
         raise AdapterFileError(f"{folder} is not a folder holding an adapter")

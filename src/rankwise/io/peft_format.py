@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import LoRAConfig, pattern_matches
+from ..config import LoRAConfig, pattern_value
 from ..core import api
 from ..errors import AdapterFileError
 from .files import read_json, read_tensors, write_json, write_tensors
@@ -141,7 +141,7 @@ def read_peft(folder: Path) -> Payload:
         if b.shape[1] != rank:
             raise AdapterFileError(f"{weights}: layer {layer!r} has lora_A with rank {rank} but lora_B with rank "
                                    f"{b.shape[1]}")
-        alpha = _peft_pattern(cfg.get("alpha_pattern") or {}, layer, alpha_default)
+        alpha = pattern_value(cfg.get("alpha_pattern") or {}, layer, alpha_default)
         layers[layer] = {"rank": rank, "alpha": float(alpha)}
         t = {"delta.lora_A": a.reshape(rank, -1), "delta.lora_B": b.reshape(b.shape[0], rank)}
         if use_dora:
@@ -152,10 +152,3 @@ def read_peft(folder: Path) -> Payload:
     config.alpha_pattern = {re.escape(n): v["alpha"] for n, v in layers.items() if v["alpha"] != alpha_default}
     config.rank_pattern = {re.escape(n): v["rank"] for n, v in layers.items() if v["rank"] != r_default}
     return Payload(config, layers, tensors, weights, base_tensors=base)
-
-
-def _peft_pattern(patterns: dict, layer: str, default):
-    for pat, v in patterns.items():  # PEFT: the first pattern that matches wins
-        if pattern_matches(pat, layer):
-            return v
-    return default
