@@ -27,11 +27,13 @@ from .core.contract import Adapter, Parameterisation, Wrapper
 from .core.summary import summary
 from .errors import AdapterFileError, AdapterStateError, ConfigError, RankwiseError, TargetError
 from .io import load_adapter, save_adapter
+from .methods import Method, get_method, method_config, methods, register_method
 from .optim import param_groups
 
 __all__ = [
     "__version__", "LoRAConfig", "adapt", "active_adapters", "adapter_config", "adapter_names", "delete_adapter",
     "disabled", "merge", "merge_and_unload", "set_active", "trainable_parameters", "unload", "unmerge",
     "Adapter", "Parameterisation", "Wrapper", "summary", "save_adapter", "load_adapter", "param_groups",
+    "Method", "methods", "method_config", "get_method", "register_method",
     "RankwiseError", "ConfigError", "TargetError", "AdapterStateError", "AdapterFileError",
 ]

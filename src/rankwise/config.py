@@ -45,6 +45,8 @@ class LoRAConfig:
         loraplus_ratio: LoRA+ (arXiv 2402.12354): lr(B) = ratio·lr(A), used by
             ``rankwise.param_groups``. None: one learning rate.
         parameterisation: the form of ΔW; ``"lora"``.
+        options: method-specific settings (e.g. a random-basis seed), each declared with its
+            default by the parameterisation or initialiser that reads it; unknown keys are rejected.
     """
 
     rank: int = 8
@@ -60,6 +62,7 @@ class LoRAConfig:
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     loraplus_ratio: float | None = None
     parameterisation: str = "lora"
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         m = re.fullmatch(r"pissa_niter_(\d+)", str(self.init))
@@ -87,11 +90,17 @@ class LoRAConfig:
             raise ConfigError(f"init_niter must be None or an int ≥ 0, got {self.init_niter!r}")
         if self.init_niter is not None and not init.needs_svd:
             raise ConfigError(f"init_niter applies to SVD inits only, not init={self.init!r}")
-        from .core.registry import PARAMETERISATIONS  # deferred: the registry imports the adapters
+        # deferred: the registry imports the adapters
+        from .core.registry import PARAMETERISATION_OPTIONS, PARAMETERISATIONS
 
         if self.parameterisation not in PARAMETERISATIONS:
             raise ConfigError(f"unknown parameterisation {self.parameterisation!r}; choose one of "
                               f"{sorted(PARAMETERISATIONS)}")
+        allowed = {**get_initialiser(self.init).options, **PARAMETERISATION_OPTIONS.get(self.parameterisation, {})}
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown options {unknown} for parameterisation={self.parameterisation!r}, "
+                              f"init={self.init!r}; allowed options: {allowed or 'none'}")
         if self.loraplus_ratio is not None and not (isinstance(self.loraplus_ratio, int | float)
                                                     and self.loraplus_ratio > 0):
             raise ConfigError(f"loraplus_ratio must be a positive number or None, got {self.loraplus_ratio!r}")
@@ -108,6 +117,16 @@ class LoRAConfig:
                 raise ConfigError(f"target {t!r} is neither a name/regex nor an nn.Module subclass")
 
     # ---- per-layer values -------------------------------------------------------------------
+    def option(self, key: str) -> Any:
+        """The value of method option ``key``: the user's, else the declaring component's default."""
+        if key in self.options:
+            return self.options[key]
+        defaults = {**get_initialiser(self.init).options, **_parameterisation_options(self.parameterisation)}
+        if key not in defaults:
+            raise ConfigError(f"option {key!r} is not declared by parameterisation={self.parameterisation!r} "
+                              f"or init={self.init!r}")
+        return defaults[key]
+
     def rank_for(self, module_name: str) -> int:
         """The rank for layer ``module_name``: the first matching ``rank_pattern`` entry, else ``rank``."""
         return pattern_value(self.rank_pattern, module_name, self.rank)
@@ -140,6 +159,12 @@ class LoRAConfig:
         targets = d.get("targets", "all-linear")
         d["targets"] = [decode(t) for t in targets] if isinstance(targets, list) else decode(targets)
         return cls(**d)
+
+
+def _parameterisation_options(name: str) -> dict[str, Any]:
+    from .core.registry import PARAMETERISATION_OPTIONS
+
+    return PARAMETERISATION_OPTIONS.get(name, {})
 
 
 def _check_rank(name: str, r: Any) -> None:

@@ -1,5 +1,6 @@
 """Parameterisations of ΔW (one file each) and wrappers that combine ΔW with W0."""
 
+from . import catalogue  # noqa: F401  (registers the LoRA-family methods)
 from .dora import DoRA
 from .lora import LoRA
 

@@ -13,6 +13,8 @@ from .geometry import LayerGeometry
 
 # name -> fn(geometry, rank, scale, dtype, device) -> Parameterisation
 PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {"lora": LoRA}
+# name -> {option: default}: the ``LoRAConfig.options`` keys each parameterisation reads
+PARAMETERISATION_OPTIONS: dict[str, dict[str, object]] = {"lora": {}}
 
 
 def make_wrapper(dora: bool, geometry: LayerGeometry, dtype: torch.dtype, device) -> Wrapper:

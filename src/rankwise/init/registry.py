@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,16 +22,18 @@ class Initialiser:
     paper: str
     moves_base: bool  # True: subtracts ΔW₀ from W0 (saved as a rank-2r plain LoRA for PEFT)
     needs_svd: bool = False
+    options: dict = field(default_factory=dict)  # {option: default} read from LoRAConfig.options
 
 
 INITIALISERS: dict[str, Initialiser] = {}
 
 
-def register_initialiser(name: str, paper: str, moves_base: bool = False, needs_svd: bool = False):
-    """Decorator: register ``fn`` under ``name``."""
+def register_initialiser(name: str, paper: str, moves_base: bool = False, needs_svd: bool = False,
+                         options: dict | None = None):
+    """Decorator: register ``fn`` under ``name``; ``options`` declares its ``LoRAConfig.options`` defaults."""
 
     def deco(fn: InitFn) -> InitFn:
-        INITIALISERS[name] = Initialiser(name, fn, paper, moves_base, needs_svd)
+        INITIALISERS[name] = Initialiser(name, fn, paper, moves_base, needs_svd, dict(options or {}))
         return fn
 
     return deco
