@@ -29,11 +29,12 @@ from .errors import AdapterFileError, AdapterStateError, ConfigError, RankwiseEr
 from .io import load_adapter, save_adapter
 from .methods import Method, get_method, method_config, methods, register_method
 from .optim import param_groups
+from .schedule import ComposedSchedule, TrainingSchedule
 
 __all__ = [
     "__version__", "LoRAConfig", "adapt", "active_adapters", "adapter_config", "adapter_names", "delete_adapter",
     "disabled", "merge", "merge_and_unload", "set_active", "trainable_parameters", "unload", "unmerge",
     "Adapter", "Parameterisation", "Wrapper", "summary", "save_adapter", "load_adapter", "param_groups",
-    "Method", "methods", "method_config", "get_method", "register_method",
+    "TrainingSchedule", "ComposedSchedule", "Method", "methods", "method_config", "get_method", "register_method",
     "RankwiseError", "ConfigError", "TargetError", "AdapterStateError", "AdapterFileError",
 ]

@@ -34,6 +34,10 @@ class Method:
         trainable: trainable-parameter (or state) count per m×n layer, as a formula.
         mergeable: whether the learned update folds into W (None: not applicable).
         peft: whether Hugging Face PEFT has the method (files convert both ways).
+        schedule: for methods that act during training (rank schedules, gradient rules,
+            restarts): ``(model, config, total_steps) -> rankwise.schedule.TrainingSchedule``,
+            called after the method is applied; None for methods with nothing to do per step.
+        needs_calibration: whether applying the method reads calibration batches.
     """
 
     name: str
@@ -44,19 +48,23 @@ class Method:
     trainable: str = ""
     mergeable: bool | None = None
     peft: bool = False
+    schedule: Callable[..., Any] | None = field(default=None, repr=False)
+    needs_calibration: bool = False
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register_method(name: str, family: str, paper: str, make_config: Callable[..., Any], *, formula: str = "",
-                    trainable: str = "", mergeable: bool | None = None, peft: bool = False) -> Method:
+                    trainable: str = "", mergeable: bool | None = None, peft: bool = False,
+                    schedule: Callable[..., Any] | None = None, needs_calibration: bool = False) -> Method:
     """Add a method to the catalogue (called by each package at import). Names must be unique."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if name in METHODS:
         raise ValueError(f"method {name!r} is registered twice")
-    METHODS[name] = Method(name, family, paper, make_config, formula, trainable, mergeable, peft)
+    METHODS[name] = Method(name, family, paper, make_config, formula, trainable, mergeable, peft, schedule,
+                           needs_calibration)
     return METHODS[name]
 
 
