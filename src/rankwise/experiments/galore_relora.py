@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import ExperimentResult, out_path
+from .common import ExperimentResult, out_path, single_threaded
 
 
 def _loss(ws: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -38,6 +38,7 @@ def _top_left(g: torch.Tensor, r: int) -> torch.Tensor:
     return U[:, :r]  # (m, r)
 
 
+@single_threaded
 def run(out_dir=None, n_in: int = 20, hidden: int = 24, n_out: int = 16, samples: int = 128, rank: int = 2,
         period: int = 10, resets: int = 6, lr: float = 0.2, seed: int = 0) -> ExperimentResult:
     """Train the same network with GD-GaLore, GD-ReLoRA (one-sided, SVD-reset B) and full GD; compare weights.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import ExperimentResult, out_path
+from .common import ExperimentResult, out_path, single_threaded
 
 
 def _factors_grad(Ws: list[torch.Tensor], phi: torch.Tensor) -> tuple[list[torch.Tensor], float]:
@@ -36,6 +36,7 @@ def _factors_grad(Ws: list[torch.Tensor], phi: torch.Tensor) -> tuple[list[torch
     return grads, 0.5 * float((err ** 2).sum())
 
 
+@single_threaded
 def run(out_dir=None, width: int = 30, depth: int = 3, rank: int = 3, eps: float = 0.03, lr: float = 0.1,
         steps: int = 600, record_every: int = 5, tol: float = 1e-3, seed: int = 0) -> ExperimentResult:
     """Train the factorisation in float64 and measure which singular values move.
