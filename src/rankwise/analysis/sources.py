@@ -13,7 +13,8 @@ Every source becomes an ordered ``{layer name: Weight}`` of matrix views (m, n) 
   key), stored layout taken as (out, in) — true for Linear, transposed for GPT-2's Conv1D,
   which leaves singular values unchanged but swaps left and right singular vectors.
 * a path: a ``.safetensors`` (or weights-only ``.bin``) file is read as a state dict; a folder
-  is loaded with ``transformers.AutoModel.from_pretrained`` (local files only).
+  is loaded (local files only) with the transformers class its ``config.json`` names in
+  ``architectures``, else ``AutoModel``, so layer names match the checkpoint's keys.
 """
 
 from __future__ import annotations
@@ -65,13 +66,25 @@ def load_source(source):
             except ImportError as e:  # pragma: no cover - transformers is a dev dependency
                 raise ConfigError(f"{path} is a folder; loading it needs transformers (pip install "
                                   "'rankwise[transformers]')") from e
-            return transformers.AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+            return _load_folder(transformers, path)
         if path.is_file():
             from ..io.files import read_tensors
             return read_tensors(path)
         raise ConfigError(f"{path} is neither a model folder nor a .safetensors file (it does not exist)")
     raise ConfigError(f"cannot analyse a {type(source).__name__}; pass an nn.Module, a state dict, "
                       "a .safetensors file or a Hugging Face model folder")
+
+
+def _load_folder(transformers, path: Path) -> nn.Module:
+    """The class named in config.json's ``architectures`` (so layer names match the checkpoint keys), else AutoModel."""
+    from ..io.files import read_json
+
+    cfg = path / "config.json"
+    archs = read_json(cfg).get("architectures") or [] if cfg.exists() else []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    if cls is None:
+        cls = transformers.AutoModel
+    return cls.from_pretrained(str(path), local_files_only=True).eval()
 
 
 def _module_layers(model: nn.Module, targets, exclude: Sequence[str], include_embeddings: bool
