@@ -11,7 +11,8 @@ Ponkshe, Vartak & Vepakomma, arXiv 2505.14238.
 factored ΔW = s·B_kr·A_kr with inner size r₁·r₂: the forward costs O(T·r₁r₂·(m+n)) and never forms
 an m × n matrix. Init (the paper's): B₁·A₁ = the top-r₁ SVD of W0 (B₁ = U√S, A₁ = √S·Vᵀ), A₂
 Kaiming-uniform, B₂ = 0, so ΔW starts at 0 and W0 is untouched. ``config.rank`` is r₁ + r₂
-(LoRA's parameter budget at that rank); ``abba_r1``/``abba_r2`` (0 = half each) override.
+(LoRA's parameter budget at that rank); ``abba_r1``/``abba_r2`` (0 = half each) override. The
+scale α/√(r₁·r₂) is rankwise's choice (rsLoRA-style for the product's rank r₁·r₂).
 """
 
 from __future__ import annotations

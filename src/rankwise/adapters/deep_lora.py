@@ -1,7 +1,7 @@
 """Deep LoRA: a three-factor (depth-3 linear network) update with small orthogonal init.
 
-"Compressible Dynamics in Deep Overparameterized Low-Rank Learning & Adaptation", Yaras, Wang,
-Balzano & Qu, arXiv 2406.04112 (the survey's §"Deep LoRA").
+"Compressible Dynamics in Deep Overparameterized Low-Rank Learning & Adaptation", Yaras et al.,
+arXiv 2406.04112 (the survey's §"Deep LoRA").
 
     ΔW = W₃·W₂·W₁,   W₃ (m, r), W₂ (r, r), W₁ (r, n)
 

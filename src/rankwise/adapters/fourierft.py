@@ -1,7 +1,7 @@
 """FourierFT: a sparse trainable spectrum, mapped to ΔW by an inverse 2-D DFT.
 
-"Parameter-Efficient Fine-Tuning with Discrete Fourier Transform", Gao, Wang, Chen, Xu, Wang, Yu &
-Xu, arXiv 2405.03003.
+"Parameter-Efficient Fine-Tuning with Discrete Fourier Transform", Gao et al.,
+arXiv 2405.03003.
 
     ΔW = s_f · Re(IDFT2(S)),   S (m, n) zero except S[eₖ] = cₖ at n_f fixed random entries eₖ
 

@@ -1,7 +1,7 @@
 """HRA: a multiplicative update by a chain of Householder reflections.
 
 "Bridging The Gap between Low-rank and Orthogonal Adaptation via Householder Reflection
-Adaptation", Yuan, Liu, Tian, Wang, Xiang, Yu & Zhang, arXiv 2405.17484.
+Adaptation", Yuan et al., arXiv 2405.17484.
 
     W = W0·H,   H = H₁·H₂ ⋯ H_r,   Hᵢ = I − 2·ûᵢ·ûᵢᵀ,   ûᵢ = uᵢ/‖uᵢ‖
 

@@ -1,7 +1,7 @@
 """LoLDU: fine-tune the diagonal of an LDU decomposition of W0, plus one scale.
 
 "LoLDU: Low-Rank Adaptation via Lower-Diag-Upper Decomposition for Parameter-Efficient
-Fine-Tuning", Shi, Fang, Zhang, Liu & Song, arXiv 2410.13618.
+Fine-Tuning", Shi et al., arXiv 2410.13618.
 
     W0 = P·L·D·U   (LU with partial pivoting; L unit lower, U unit upper, D = diag(U_lu))
     W  = W_res + σ·P·L_r·diag(z)·U_r,   W_res = W0 − P·L_r·diag(z₀)·U_r

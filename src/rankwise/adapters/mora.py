@@ -1,7 +1,7 @@
 """MoRA: a square trainable matrix between non-parametric compress and decompress operators.
 
-"MoRA: High-Rank Updating for Parameter-Efficient Fine-Tuning", Jiang, Huang, Luo, Zhang, Zhang,
-Wang, Ma, Zhang & Dong, arXiv 2405.12130.
+"MoRA: High-Rank Updating for Parameter-Efficient Fine-Tuning", Jiang et al.,
+arXiv 2405.12130.
 
     ΔW·x = D·(M·(C·x)),   M (r̂, r̂) trainable,   r̂ = round(√((m + n)·r))
 

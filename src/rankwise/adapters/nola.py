@@ -1,7 +1,7 @@
 """NOLA: LoRA factors as linear combinations of frozen random bases.
 
-"NOLA: Compressing LoRA using Linear Combination of Random Basis", Koohpayegani, Navaneet,
-Nooralinejad, Kolouri & Pirsiavash, arXiv 2310.02556.
+"NOLA: Compressing LoRA using Linear Combination of Random Basis", Koohpayegani et al.,
+arXiv 2310.02556.
 
     A = Σᵢ₌₁ᵏ αᵢ·Aᵢ  (r, n),   B = Σⱼ₌₁ˡ βⱼ·Bⱼ  (m, r),   ΔW = s·B·A,  s = α/r
 

@@ -1,7 +1,7 @@
 """QR-LoRA: train one coefficient per basis of a QR decomposition of W0.
 
 "QR-LoRA: QR-Based Low-Rank Adaptation for Efficient Fine-Tuning of Large Language Models",
-Liang et al., arXiv 2508.21810.
+Liang & Bharadwaj, arXiv 2508.21810.
 
     W0·Π = Q·R,   ΔW = Σᵢ₌₁ʳ λᵢ·Qᵢ·(R·Πᵀ)ᵢ = Q_r·diag(λ)·(R·Πᵀ)_r
 

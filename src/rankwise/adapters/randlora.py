@@ -1,7 +1,7 @@
 """RandLoRA: full-rank updates from sums of scaled random low-rank bases.
 
-"RandLoRA: Full-rank parameter-efficient fine-tuning of large models", Albert, Zhang, Saratchandran,
-Rodríguez-Opazo, van den Hengel & Abbasnejad, arXiv 2502.00987.
+"RandLoRA: Full-rank parameter-efficient fine-tuning of large models", Albert et al.,
+arXiv 2502.00987.
 
     ΔW = s · Σₖ₌₁ᴺ Bₖ·diag(λₖ)·A·diag(γₖ),   N = ⌈min(m, n)/r⌉,  s = α/r
 

@@ -1,7 +1,7 @@
 """SVFit: fine-tune only the top-r singular values of W0.
 
 "SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using Singular Values",
-Sun, Wei, Zhou, Feng, Qin, Yang & Lu, arXiv 2409.05926.
+Sun et al., arXiv 2409.05926.
 
     W0 = U_r·diag(σ₀)·V_rᵀ + W_res,   W = U_r·diag(σ)·V_rᵀ + W_res
     ⇒ ΔW = U_r·diag(σ − σ₀)·V_rᵀ

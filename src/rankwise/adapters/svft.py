@@ -1,7 +1,6 @@
 """SVFT: a sparse trainable matrix between W0's singular vectors.
 
-"SVFT: Parameter-Efficient Fine-Tuning with Singular Vectors", Lingam, Tejaswi, Vavre, Shetty,
-Gudur, Ghosh, Dimakis, Choi, Bojchevski & Sanghavi, arXiv 2405.19597.
+"SVFT: Parameter-Efficient Fine-Tuning with Singular Vectors", Lingam et al., arXiv 2405.19597.
 
     W0 = U·diag(S)·Vᵀ (thin SVD, k = min(m, n)),   W = U·(diag(S) + M)·Vᵀ   ⇒   ΔW = U·M·Vᵀ
 
