@@ -158,3 +158,13 @@ def test_other_inits_are_refused(name):
 def test_hra_refuses_dora():
     with pytest.raises(rankwise.ConfigError, match="not an additive update"):
         rankwise.method_config("hra", dora=True)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n != "fourierft"])  # FourierFT: dense by design, see its doc
+def test_training_forward_never_forms_the_dense_update(name, monkeypatch):
+    model = adapt(name)
+    for cls in {type(layer.rankwise["default"].delta) for layer in (model[0], model[2])}:
+        for attr in ("delta_matrix", "rotation", "operators", "core"):
+            if hasattr(cls, attr):
+                monkeypatch.setattr(cls, attr, lambda *a, **k: pytest.fail("formed the m×n update in forward"))
+    model(torch.randn(2, 24)).sum().backward()
