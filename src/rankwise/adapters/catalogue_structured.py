@@ -50,3 +50,6 @@ _register("abba", "ABBA: Highly Expressive Hadamard Product Adaptation for Large
           "ΔW = s·(B₁A₁) ⊙ (B₂A₂), applied via Khatri-Rao factors", "(r₁+r₂)·(m+n)")
 _register("deep-lora", "Compressible Dynamics in Deep Overparameterized Low-Rank Learning & Adaptation "
           "(arXiv 2406.04112)", "ΔW = W₃·W₂·W₁, ε-scaled orthogonal init", "r·(m+n) + r²")
+_register("dense-lora", "DenseLoRA: Dense Low-Rank Adaptation of Large Language Models (arXiv 2505.23808)",
+          "ΔW·x = s·GELU(D·M·GELU(E·x)), E, D shared per projection type", "r² per layer + r·(m+n) per group",
+          mergeable=False)

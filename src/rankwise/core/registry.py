@@ -7,7 +7,21 @@ from collections.abc import Callable
 
 import torch
 
-from ..adapters import abba, deep_lora, fourierft, hra, loldu, mora, nola, qr_lora, randlora, svfit, svft, vera
+from ..adapters import (
+    abba,
+    deep_lora,
+    dense_lora,
+    fourierft,
+    hra,
+    loldu,
+    mora,
+    nola,
+    qr_lora,
+    randlora,
+    svfit,
+    svft,
+    vera,
+)
 from ..adapters.dora import DoRA
 from ..adapters.lora import LoRA
 from .context import BuildContext
@@ -64,3 +78,4 @@ register_parameterisation("hra", hra.HRA, hra.OPTIONS)
 register_parameterisation("fourierft", fourierft.FourierFT, fourierft.OPTIONS)
 register_parameterisation("abba", abba.ABBA, abba.OPTIONS)
 register_parameterisation("deep-lora", deep_lora.DeepLoRA, deep_lora.OPTIONS)
+register_parameterisation("dense-lora", dense_lora.DenseLoRA)

@@ -33,13 +33,15 @@ META = "adapter.json"
 def save_native(model: nn.Module, folder: Path, name: str) -> None:
     """Write adapter ``name`` of ``model`` to ``folder`` in rankwise's format (tensors first, JSON last)."""
     config = api.adapter_config(model, name)
-    tensors, layers = {}, {}
+    tensors, layers, seen = {}, {}, set()
     for layer, module, host in api.hosts(model):
         if name not in host:
             continue
         adapter = host[name]
         for k, t in adapter.state_dict().items():
-            tensors[f"{layer}.{k}"] = t
+            # tensors shared across layers (DenseLoRA's encoder/decoder) are stored under each layer
+            tensors[f"{layer}.{k}"] = t.clone() if t.untyped_storage().data_ptr() in seen else t
+            seen.add(t.untyped_storage().data_ptr())
         layers[layer] = {"kind": host.geometry.kind, "weight_shape": list(module.weight.shape),
                          "rank": adapter.delta.rank, "alpha": config.alpha_for(layer),
                          "scale": adapter.delta.scale, "moves_base": adapter.delta.moves_base}
