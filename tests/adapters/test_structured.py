@@ -168,3 +168,19 @@ def test_training_forward_never_forms_the_dense_update(name, monkeypatch):
             if hasattr(cls, attr):
                 monkeypatch.setattr(cls, attr, lambda *a, **k: pytest.fail("formed the m×n update in forward"))
     model(torch.randn(2, 24)).sum().backward()
+
+
+@pytest.mark.parametrize("name", ["vera", "svft", "mora", "hra", "fourierft"])  # factored forms share vera's path
+def test_gpt2_conv1d_layers(name):
+    from tests.helpers import ids, tiny_gpt2
+
+    model = tiny_gpt2(layers=1)
+    x = ids()
+    opts = {**OPTIONS.get(name, {}), **({"fourierft_init_zero": True} if name == "fourierft" else {})}
+    y0 = model(x).logits
+    rankwise.adapt(model, rankwise.method_config(name, rank=4, targets=["c_attn", "c_fc"], options=opts))
+    torch.testing.assert_close(model(x).logits, y0, atol=1e-5, rtol=1e-5)
+    perturb(model, std=0.05)
+    y = model(x).logits
+    rankwise.merge(model)
+    torch.testing.assert_close(model(x).logits, y, atol=1e-4, rtol=1e-4)

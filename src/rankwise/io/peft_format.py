@@ -55,7 +55,8 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
         delta, geo = adapter.delta, host.geometry
         if not hasattr(delta, "lora_A"):
             raise AdapterFileError(f"adapter {name!r} on {layer!r} is a {type(delta).__name__}; the PEFT format holds "
-                                   "LoRA/DoRA adapters only — save it with format='rankwise'")
+                                   "LoRA/DoRA, VeRA, RandLoRA, HRA and FourierFT adapters only — save it with "
+                                   "format='rankwise'")
         a, b = delta.lora_A.detach(), delta.lora_B.detach()
         rank, alpha = delta.rank, config.alpha_for(layer)
         if delta.moves_base:  # express relative to the public W0: rank 2r, same scale
