@@ -21,7 +21,7 @@ labels = input ids, every method at rank 16, α 32 on the 7 linear projections o
 Usage (repository root, project venv):
 
     python benchmarks/adapter_family.py             # writes benchmarks/results/adapter_family.md
-    python benchmarks/adapter_family.py --quick     # smoke run (seq 64), writes adapter_family.quick.md
+    python benchmarks/adapter_family.py --quick     # smoke run on a tiny model, writes adapter_family.quick.md
     python benchmarks/adapter_family.py --methods lora,vera,hra
 """
 
@@ -202,7 +202,7 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
         r = runs.get(m.name)
         if r is None:
             continue
-        if r.model is None and not r.times:
+        if not r.times:
             L.append(f"| {m.name} | | | | | | | | {r.note} |")
             continue
         step = ref.med(r.times)
@@ -229,19 +229,21 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=None, help="timed rounds (default 6; quick 2)")
+    p.add_argument("--steps", type=int, default=None, help="timed rounds (default 4; quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 1; quick 1)")
-    p.add_argument("--memory-steps", type=int, default=None, help="steps per memory child (default 2; quick 1)")
+    p.add_argument("--memory-steps", type=int, default=None, help="steps per memory child (default 1)")
     p.add_argument("--methods", help="comma-separated subset (LoRA is always included)")
     p.add_argument("--no-calibration", dest="calibrate", action="store_false",
                    help="skip methods that need calibration batches instead of passing one")
-    p.add_argument("--quick", action="store_true", help="smoke run: sequence length 64 (numbers not meaningful)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run on a 2-layer, 64-wide model (numbers not meaningful)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--from-raw", type=Path, help="re-render the report from a raw JSON file of an earlier run")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    a.steps = a.steps if a.steps is not None else (2 if a.quick else 6)
+    a.steps = a.steps if a.steps is not None else (2 if a.quick else 4)
     a.warmup = a.warmup if a.warmup is not None else 1
-    a.memory_steps = a.memory_steps if a.memory_steps is not None else (1 if a.quick else 2)
+    a.memory_steps = a.memory_steps if a.memory_steps is not None else 1
     a.out = a.out or HERE / "results" / ("adapter_family.quick.md" if a.quick else "adapter_family.md")
     a.command = "python benchmarks/adapter_family.py" + ("" if not argv else " " + " ".join(argv))
     return a
@@ -250,13 +252,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     ref.setup_torch()
-    if args.quick:
-        ref.SEQ = 64  # make_batch reads the module constant
+    if args.quick:  # a tiny model (make_base_model/make_batch read these module constants at call time)
+        ref.VOCAB, ref.HIDDEN, ref.INTERMEDIATE, ref.LAYERS, ref.HEADS, ref.SEQ = 512, 64, 128, 2, 4, 32
     if args.memory_child:
         memory_child(args.memory_child, args.memory_steps, args.calibrate)
         return
     import rankwise
 
+    raw_path = args.out.with_suffix(".raw.json")
+    if args.from_raw:
+        raw = json.loads(args.from_raw.read_text())
+        runs = {n: Run(n, trainable=r["trainable"], adapt_s=r["adapt_s"], times=r["times"], note=r["note"])
+                for n, r in raw["runs"].items()}
+        text = render(args, raw["info"], runs, raw["memory"], tuple(raw["loads"]), raw["wall"], raw["srcs"])
+        ref.write_atomic(args.out, text)
+        print(text)
+        return
     names = [m.name for m in rankwise.methods("adapter")]
     if args.methods:
         wanted = set(args.methods.split(",")) | {"lora"}
@@ -270,8 +281,13 @@ def main(argv: list[str] | None = None) -> None:
     memory = measure_memory(names, args.memory_steps, args)
     print("[2/2] training-step time, round-robin", file=sys.stderr)
     runs = time_steps(names, args.warmup, args.steps, args.calibrate)
-    text = render(args, info, runs, memory, (load0, os.getloadavg()[0]), time.perf_counter() - t0,
-                  [src0] + [m["src"] for m in memory.values() if "src" in m])
+    loads, wall = (load0, os.getloadavg()[0]), time.perf_counter() - t0
+    srcs = [src0] + [m["src"] for m in memory.values() if "src" in m]
+    raw = {"info": info, "memory": memory, "loads": loads, "wall": wall, "srcs": srcs,
+           "runs": {n: {"trainable": r.trainable, "adapt_s": r.adapt_s, "times": r.times, "note": r.note}
+                    for n, r in runs.items()}}
+    ref.write_atomic(raw_path, json.dumps(raw, indent=1))  # kept so the table can be re-rendered (--from-raw)
+    text = render(args, info, runs, memory, loads, wall, srcs)
     ref.write_atomic(args.out, text)
     print(text)
     print(f"wrote {args.out}", file=sys.stderr)
