@@ -10,10 +10,11 @@ labels = input ids, every method at rank 16, α 32 on the 7 linear projections o
    it has one): every method's model lives in memory at once; after warm-up rounds the methods are
    timed round-robin (the start rotates each round), one step per method per round. Reported: the
    median step time and the median over rounds of (method / LoRA) in the same round.
-2. Peak memory of training steps: each method in a fresh subprocess (``--memory-child NAME``), as in
-   adapters.py: RSS after build + adapt + optimizer, then the VmHWM peak over a few steps after
-   resetting the high-water mark; reported as the peak minus that RSS (activations, gradients,
-   optimizer state of a step).
+2. Peak memory of training steps: in one fresh subprocess (``--memory-child``), per method in turn,
+   as adapters.py does per variant: RSS after build + adapt + optimizer, then the VmHWM peak over
+   the steps after resetting the high-water mark; reported as the peak minus that RSS (activations,
+   gradients, optimizer state of a step). See ``memory_child`` for why one process is sound here
+   (LoRA is measured first and last to show drift).
 3. Adapt time: ``rankwise.adapt`` on a fresh copy (SVDs/decompositions and, for methods that need
    it, the calibration pass over one batch; methods registered with ``needs_calibration`` get
    ``calibration=[{"input_ids": ids, "labels": ids}]`` unless ``--no-calibration``, then they are skipped).
@@ -134,40 +135,75 @@ def time_steps(names: list[str], warmup: int, steps: int, calibrate: bool) -> di
     return runs
 
 
-def memory_child(name: str, steps: int, calibrate: bool) -> None:
-    """In a fresh process: build + adapt, then the RSS peak of ``steps`` training steps (as adapters.py)."""
-    run, ids = build(name, None, calibrate, steps), ref.make_batch()
-    if run.model is None:
-        print(json.dumps({"method": name, "skipped": run.note}))
-        return
+def _trim() -> None:
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
-    rss0 = ref._status_kib("VmRSS")
+
+
+def memory_child(names: list[str], steps: int, calibrate: bool) -> None:
+    """In one fresh process, per method in turn: build + adapt, then the RSS peak of ``steps`` training steps.
+
+    As adapters.py: RSS after build (after gc + malloc_trim), reset the kernel's high-water mark
+    (clear_refs 5), run the steps, read VmHWM. Methods run one after another in this process, each
+    model freed (and the heap trimmed) before the next; glibc's mmap threshold is pinned at 128 KiB
+    so that every large tensor is a fresh mapping returned to the OS on free, and freed memory of
+    an earlier method cannot hide a later method's growth. One unmeasured LoRA step runs first (the
+    process's one-time costs); LoRA is then measured first and last: the difference shows the drift.
+    """
     try:
-        Path("/proc/self/clear_refs").write_text("5")
-        reset = True
-    except OSError:
-        reset = False
-    for s in range(steps):
-        train_step(run, ids, s)
-    print(json.dumps({"method": name, "rss_after_build_kib": rss0, "peak_kib": ref._status_kib("VmHWM"),
-                      "hwm_reset": reset, "src": ref.source_state()}))
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic raise
+    except (OSError, AttributeError):
+        pass
+    base, ids = ref.make_base_model(), ref.make_batch()
+    warm = build("lora", base, calibrate, steps)  # one-time process costs (thread pools, lazy inits): not measured
+    train_step(warm, ids, 0)
+    del warm
+    _trim()
+    for name in names + ["lora"]:
+        try:
+            run = build(name, base, calibrate, steps)
+        except Exception as e:  # report, keep measuring the others
+            print(json.dumps({"method": name, "failed": [f"{type(e).__name__}: {e}"]}), flush=True)
+            continue
+        if run.model is None:
+            print(json.dumps({"method": name, "skipped": run.note}), flush=True)
+            continue
+        _trim()
+        rss0 = ref._status_kib("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            reset = True
+        except OSError:
+            reset = False
+        for s in range(steps):
+            train_step(run, ids, s)
+        peak = ref._status_kib("VmHWM")
+        print(json.dumps({"method": name, "rss_after_build_kib": rss0, "peak_kib": peak, "hwm_reset": reset,
+                          "src": ref.source_state()}), flush=True)
+        del run
+        _trim()
 
 
 def measure_memory(names: list[str], steps: int, args) -> dict[str, dict]:
-    out = {}
-    for name in names:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", name, "--memory-steps", str(steps)]
-        cmd += ["--quick"] if args.quick else []
-        cmd += [] if args.calibrate else ["--no-calibration"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        out[name] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-            "method": name, "failed": proc.stderr.strip().splitlines()[-1:] or ["no output"]}
-        print(f"  memory {name}: {out[name]}", file=sys.stderr)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", ",".join(names),
+           "--memory-steps", str(steps)]
+    cmd += ["--quick"] if args.quick else []
+    cmd += [] if args.calibrate else ["--no-calibration"]
+    cmd += [f"--batch={args.batch}"] if args.batch else []
+    cmd += [f"--seq={args.seq}"] if args.seq else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out: dict[str, dict] = {}
+    for ln in proc.stdout.splitlines():
+        if ln.startswith("{"):
+            rec = json.loads(ln)
+            key = rec["method"] if rec["method"] not in out else rec["method"] + " (again, last)"
+            out[key] = rec
+            print(f"  memory {key}: {rec}", file=sys.stderr)
+    if proc.returncode != 0:
+        print(f"  memory child exited {proc.returncode}: {proc.stderr.strip()[-2000:]}", file=sys.stderr)
     return out
 
 
@@ -187,7 +223,7 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
     L.append(f"Model: Llama from config, hidden {ref.HIDDEN}, intermediate {ref.INTERMEDIATE}, {ref.LAYERS} layers, "
              f"vocab {ref.VOCAB}, fp32; batch {ref.BATCH}×{ref.SEQ}; rank {ref.RANK}, α {ref.ALPHA} on "
              f"{', '.join(ref.PROJECTIONS)}; AdamW lr {ref.LR}; {args.warmup} warm-up + {args.steps} timed rounds "
-             f"(round-robin, one process); memory: {args.memory_steps} steps per fresh subprocess.")
+             f"(round-robin, one process); memory: {args.memory_steps} step(s) per method in one fresh subprocess.")
     L.append("")
     L.append("| method | trainable | × LoRA | adapt (s) | step (ms, median) | step × LoRA | peak step memory (MiB) "
              "| memory × LoRA | note |")
@@ -212,6 +248,11 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
         L.append(f"| {m.name} | {r.trainable:,} | {r.trainable / lora.trainable:.3f} | {r.adapt_s:.2f} | "
                  f"{1000 * step:.0f} | {ratio:.2f} | {'' if mm is None else f'{mm:.0f}'} | "
                  f"{'' if mm is None or not lora_mib else f'{mm / lora_mib:.2f}'} | {r.note}{mem_note} |")
+    again = mib("lora (again, last)")
+    if again is not None and lora_mib:
+        L.append("")
+        L.append(f"LoRA's step memory measured first: {lora_mib:.0f} MiB, and again after all other methods in the "
+                 f"same process: {again:.0f} MiB (the drift of the one-process memory measurement).")
     L.append("")
     L.append("Notes")
     L.append("")
@@ -238,6 +279,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run on a 2-layer, 64-wide model (numbers not meaningful)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--batch", type=int, default=None, help=f"batch size (default {ref.BATCH}, the reference)")
+    p.add_argument("--seq", type=int, default=None, help=f"sequence length (default {ref.SEQ}, the reference)")
     p.add_argument("--from-raw", type=Path, help="re-render the report from a raw JSON file of an earlier run")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -254,8 +297,12 @@ def main(argv: list[str] | None = None) -> None:
     ref.setup_torch()
     if args.quick:  # a tiny model (make_base_model/make_batch read these module constants at call time)
         ref.VOCAB, ref.HIDDEN, ref.INTERMEDIATE, ref.LAYERS, ref.HEADS, ref.SEQ = 512, 64, 128, 2, 4, 32
+    if args.batch:
+        ref.BATCH = args.batch
+    if args.seq:
+        ref.SEQ = args.seq
     if args.memory_child:
-        memory_child(args.memory_child, args.memory_steps, args.calibrate)
+        memory_child(args.memory_child.split(","), args.memory_steps, args.calibrate)
         return
     import rankwise
 
