@@ -86,6 +86,9 @@ def save_peft_method(model: nn.Module, folder: Path, name: str) -> None:
                    random_loc_seed=int(config.option("fourierft_seed")),
                    fan_in_fan_out=fan_in_fan_out, exclude_modules=None,
                    init_weights=bool(config.option("fourierft_init_zero")))
+    if method == "hra" and kinds != {"linear"}:
+        raise AdapterFileError(f"PEFT's HRA adapts nn.Linear layers only; this adapter has {sorted(kinds)} — save it "
+                               "with format='rankwise'")
     if kinds - {"linear", "conv1d"}:
         raise AdapterFileError(f"PEFT's {peft_type} adapts Linear/Conv1D layers only; this adapter has {sorted(kinds)}")
     write_tensors(folder / WEIGHTS[0], tensors, metadata={"format": "pt"})
