@@ -44,7 +44,7 @@ class LoRAConfig:
         alpha_pattern: per-module α overrides, same matching.
         loraplus_ratio: LoRA+ (arXiv 2402.12354): lr(B) = ratio·lr(A), used by
             ``rankwise.param_groups``. None: one learning rate.
-        parameterisation: the form of ΔW; ``"lora"``.
+        parameterisation: the form of ΔW: ``"lora"``, ``"vera"``, ``"hra"``, … (``core.registry``).
         options: method-specific settings (e.g. a random-basis seed), each declared with its
             default by the parameterisation or initialiser that reads it; unknown keys are rejected.
     """
@@ -96,6 +96,14 @@ class LoRAConfig:
         if self.parameterisation not in PARAMETERISATIONS:
             raise ConfigError(f"unknown parameterisation {self.parameterisation!r}; choose one of "
                               f"{sorted(PARAMETERISATIONS)}")
+        form = PARAMETERISATIONS[self.parameterisation]
+        inits = getattr(form, "supported_inits", None)
+        if inits is not None and self.init not in inits:
+            raise ConfigError(f"parameterisation={self.parameterisation!r} sets its own starting point; init must be "
+                              f"one of {list(inits)}, got init={self.init!r}")
+        if self.dora and not getattr(form, "supports_dora", True):
+            raise ConfigError(f"parameterisation={self.parameterisation!r} is not an additive update, so DoRA's "
+                              "magnitude/direction wrapper does not apply; set dora=False")
         allowed = {**get_initialiser(self.init).options, **PARAMETERISATION_OPTIONS.get(self.parameterisation, {})}
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:

@@ -1,6 +1,9 @@
 """Parameterisations of ΔW (one file each) and wrappers that combine ΔW with W0."""
 
-from . import catalogue  # noqa: F401  (registers the LoRA-family methods)
+from . import (
+    catalogue,  # noqa: F401  (registers the LoRA-family methods)
+    catalogue_structured,  # noqa: F401  (VeRA, NOLA, RandLoRA, SVFit, SVFT, LoLDU, QR-LoRA, MoRA, HRA, …)
+)
 from .dora import DoRA
 from .lora import LoRA
 

@@ -17,10 +17,11 @@ from torch import nn
 from ..config import LoRAConfig
 from ..errors import AdapterStateError, ConfigError, TargetError
 from ..init.registry import get_initialiser
+from .context import BuildContext
 from .contract import Adapter
 from .geometry import LayerGeometry, acc_dtype
 from .host import AdapterHost
-from .registry import PARAMETERISATIONS, adapter_dtype, make_wrapper
+from .registry import adapter_dtype, make_parameterisation, make_wrapper
 from .targeting import resolve_targets
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
@@ -102,11 +103,13 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
             if tied:
                 raise ConfigError(f"init={config.init!r} rewrites the weight of {p.name!r}, which is tied to {tied}; "
                                   "exclude that layer or use an init that leaves W0 alone (e.g. 'default')")
+    ctx = BuildContext(config, name, {p.name: p.geometry for p in plans})  # shared bases, seeds
     for p in plans:
         w = p.module.weight
         dtype = adapter_dtype(w.dtype)
-        delta = PARAMETERISATIONS[config.parameterisation](p.geometry, p.rank, config.scale(p.rank, p.alpha),
-                                                           dtype, w.device)
+        ctx.layer = p.name
+        delta = make_parameterisation(config.parameterisation, p.geometry, p.rank, config.scale(p.rank, p.alpha),
+                                      dtype, w.device, ctx)
         w0 = p.geometry.matrix(w.detach()).to(acc_dtype(w.dtype))
         if layers is None:
             try:
@@ -116,7 +119,7 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
             if p.moves_base:
                 delta.remember_initial()
                 w0 = w0 - delta.initial_delta_matrix().to(w0.dtype)
-        wrapper = make_wrapper(config.dora, p.geometry, dtype, w.device)
+        wrapper = make_wrapper(config.dora, p.geometry, dtype, w.device, delta)
         if config.dora:
             wrapper.reset_magnitude(delta, w0)
         p.adapter = Adapter(delta, wrapper, config.dropout)
@@ -262,6 +265,9 @@ def _check_mergeable(model: nn.Module, todo: list) -> None:
     """Refuse (before any change) merges that would double-add or write into a weight tied elsewhere."""
     owners = _weight_owners(model)
     for ln, m, h, n in todo:
+        if not h[n].delta.mergeable:
+            raise AdapterStateError(f"adapter {n!r} on {ln!r} is a {type(h[n].delta).__name__}, whose update is not "
+                                    "linear in the input, so it cannot be folded into the weight; keep it unmerged")
         if n in h.merged:
             raise AdapterStateError(f"adapter {n!r} is already merged into {ln!r}; merging twice would add it twice "
                                     "(call rankwise.unmerge first)")

@@ -37,6 +37,10 @@ class Parameterisation(nn.Module):
     """
 
     fast_params: ClassVar[tuple[str, ...]] = ()
+    # initialisers this form accepts (None: every LoRA-shaped init); forms with their own init say ("default",)
+    supported_inits: ClassVar[tuple[str, ...] | None] = None
+    supports_dora: ClassVar[bool] = True   # False for forms that are not additive (HRA)
+    mergeable: ClassVar[bool] = True       # False when ΔW·x is not linear in x (merge raises)
 
     def __init__(self, geometry: LayerGeometry, rank: int, scale: float):
         super().__init__()
@@ -65,6 +69,19 @@ class Parameterisation(nn.Module):
         with torch.no_grad():
             w0 = w0.to(acc_dtype(w0.dtype))
             return torch.linalg.vector_norm(w0 + self.delta_matrix().to(w0.dtype), dim=1)
+
+    def default_init(self, w0: torch.Tensor) -> bool | None:
+        """The form's own starting point, run by ``init="default"``; None (LoRA) uses the initialiser's rule.
+
+        Forms whose paper fixes the init (VeRA's d = 0.1, b = 0; SVFit's σ = top singular values, …)
+        override this and return whether ΔW₀ must be subtracted from W0 (always False here: they
+        start at ΔW = 0 by construction).
+        """
+        return None
+
+    def make_wrapper(self) -> Wrapper | None:
+        """A wrapper this form requires (HRA's multiplicative one), or None for the config's choice."""
+        return None
 
     # -- snapshot of the initial tensors, for inits that move W0 (PiSSA, OLoRA, MiLoRA, …) --
     def remember_initial(self) -> None:
@@ -161,6 +178,16 @@ class Adapter(nn.Module):
         """Inverse of :meth:`merged_weight`: the base weight with this adapter taken out."""
         g = self.geometry
         return g.to_weight(self.wrapper.unmerged_matrix(self.delta, g.matrix(weight.to(acc_dtype(weight.dtype)))))
+
+    def regenerated_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{state key: shape}`` of the tensors rebuilt from a seed instead of saved (non-persistent buffers)."""
+        out = {}
+        for prefix, module in self.named_modules():
+            for b in module._non_persistent_buffers_set:
+                t = module._buffers.get(b)
+                if t is not None:
+                    out[f"{prefix}.{b}" if prefix else b] = tuple(t.shape)
+        return out
 
     def delta_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """ΔW in the stored layout (W_merged − W0), fp32 or fp64; for merge and analysis, not training."""

@@ -12,6 +12,9 @@ from .registry import register_initialiser
 @register_initialiser("default", paper="LoRA, Hu et al., arXiv 2106.09685")
 def init_default(delta, w0: torch.Tensor, **_) -> bool:
     """A ~ Kaiming-uniform(a=√5), B = 0 (PEFT's default). For embeddings, as PEFT: A = 0, B ~ N(0, 1)."""
+    own = delta.default_init(w0)  # forms with a paper-given start (VeRA, SVFit, HRA, …)
+    if own is not None:
+        return own
     with torch.no_grad():
         if delta.geometry.kind == "embedding":
             delta.lora_A.zero_()

@@ -3,7 +3,10 @@
 ``adapter.safetensors`` holds each adapter's state dict under ``<layer>.<key>`` (for LoRA:
 ``delta.lora_A``, ``delta.lora_B``; DoRA adds ``wrapper.magnitude``; an init that moved W0 adds
 ``delta.lora_A_init``/``delta.lora_B_init``, so loading onto the public base model re-applies
-W0 ← W0 − ΔW₀ and training resumes exactly). ``adapter.json`` holds the config, the rankwise
+W0 ← W0 − ΔW₀ and training resumes exactly). Tensors drawn from a seed (VeRA's and RandLoRA's shared
+bases, NOLA's bases, FourierFT's frequency locations) are *not* stored: the config records every
+option with its value (the seeds included) and each layer lists the regenerated tensors' shapes
+under ``regenerated``, which loading checks after rebuilding them. ``adapter.json`` holds the config, the rankwise
 version, and per layer its kind, stored weight shape, rank and α. The JSON is written last, so a
 folder with ``adapter.json`` is complete.
 """
@@ -30,20 +33,37 @@ META = "adapter.json"
 def save_native(model: nn.Module, folder: Path, name: str) -> None:
     """Write adapter ``name`` of ``model`` to ``folder`` in rankwise's format (tensors first, JSON last)."""
     config = api.adapter_config(model, name)
-    tensors, layers = {}, {}
+    tensors, layers, seen = {}, {}, set()
     for layer, module, host in api.hosts(model):
         if name not in host:
             continue
         adapter = host[name]
         for k, t in adapter.state_dict().items():
-            tensors[f"{layer}.{k}"] = t
+            # tensors shared across layers (DenseLoRA's encoder/decoder) are stored under each layer
+            tensors[f"{layer}.{k}"] = t.clone() if t.untyped_storage().data_ptr() in seen else t
+            seen.add(t.untyped_storage().data_ptr())
         layers[layer] = {"kind": host.geometry.kind, "weight_shape": list(module.weight.shape),
                          "rank": adapter.delta.rank, "alpha": config.alpha_for(layer),
                          "scale": adapter.delta.scale, "moves_base": adapter.delta.moves_base}
+        regenerated = adapter.regenerated_shapes()
+        if regenerated:  # seeded tensors: not stored, rebuilt from the config's seed on load
+            layers[layer]["regenerated"] = {k: list(v) for k, v in regenerated.items()}
+    cfg = config.to_dict()
+    cfg["options"] = resolved_options(config)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "rankwise_version": __version__,
-            "adapter_name": name, "model_class": type(model).__name__, "config": config.to_dict(), "layers": layers}
+            "adapter_name": name, "model_class": type(model).__name__, "config": cfg, "layers": layers}
     write_tensors(folder / TENSORS, tensors, metadata={"format": FORMAT})
     write_json(folder / META, meta)
+
+
+def resolved_options(config: LoRAConfig) -> dict:
+    """Every option the config's parameterisation and init declare, with its value (seeds included), so a
+    file keeps regenerating the same tensors even if a default changes in a later rankwise."""
+    from ..core.registry import PARAMETERISATION_OPTIONS
+    from ..init.registry import get_initialiser
+
+    declared = {**get_initialiser(config.init).options, **PARAMETERISATION_OPTIONS.get(config.parameterisation, {})}
+    return {k: config.option(k) for k in declared}
 
 
 def read_native(folder: Path) -> Payload:
@@ -60,6 +80,7 @@ def read_native(folder: Path) -> Payload:
         layers_meta = meta["layers"]
         layers = {n: {"rank": int(v["rank"]), "alpha": float(v["alpha"])} for n, v in layers_meta.items()}
         shapes = {n: tuple(v["weight_shape"]) for n, v in layers_meta.items()}
+        regenerated = {n: {k: tuple(s) for k, s in v.get("regenerated", {}).items()} for n, v in layers_meta.items()}
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise AdapterFileError(f"{meta_path} is malformed: {e}") from e
     flat = read_tensors(tensor_path)
@@ -72,7 +93,7 @@ def read_native(folder: Path) -> Payload:
     for n, ts in tensors.items():
         if not ts:
             raise AdapterFileError(f"{tensor_path} has no tensors for layer {n!r}; the file is incomplete")
-    return Payload(config, layers, tensors, tensor_path, weight_shapes=shapes)
+    return Payload(config, layers, tensors, tensor_path, weight_shapes=shapes, regenerated=regenerated)
 
 
 def _owner(key: str, layers: dict) -> str | None:

@@ -28,6 +28,9 @@ class Payload:
         tensors: ``{layer name: {adapter state-dict key: tensor}}`` (keys like ``delta.lora_A``).
         base_tensors: ``{layer name: weight}`` to copy into base layers (PEFT's resized embeddings).
         weight_shapes: ``{layer name: stored weight shape}`` recorded at save time, if known.
+        regenerated: ``{layer name: {state key: shape}}`` of seeded tensors rebuilt (not stored) at load.
+        check_shared: ``{buffer name: tensor}``: shared bases a file carries (PEFT's VeRA/RandLoRA); each
+            layer's regenerated buffer must equal the leading slice of the file's tensor.
         source: the file the tensors came from, for error messages.
     """
 
@@ -37,6 +40,8 @@ class Payload:
     source: Path
     base_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     weight_shapes: dict[str, tuple] = field(default_factory=dict)
+    regenerated: dict[str, dict[str, tuple]] = field(default_factory=dict)
+    check_shared: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def apply_payload(model: nn.Module, payload: Payload, name: str, activate: bool = True) -> nn.Module:
@@ -62,6 +67,17 @@ def apply_payload(model: nn.Module, payload: Payload, name: str, activate: bool 
         if any(k.endswith("_init") for k in saved):
             p.adapter.delta.remember_initial()
             p.moves_base = True
+        rebuilt = p.adapter.regenerated_shapes()
+        recorded = payload.regenerated.get(p.name, {})
+        if recorded and {k: tuple(v) for k, v in recorded.items()} != rebuilt:
+            raise AdapterFileError(f"{src}: layer {p.name!r} regenerates seeded tensors {rebuilt} but the file "
+                                   f"recorded {recorded}; it was saved for other layers or another rankwise")
+        for key, full in payload.check_shared.items():
+            mine = getattr(p.adapter.delta, key)
+            theirs = full[tuple(slice(0, s) for s in mine.shape)]
+            if tuple(theirs.shape) != tuple(mine.shape) or not torch.allclose(theirs.to(mine), mine, atol=1e-6):
+                raise AdapterFileError(f"{src}: the file's {key} differs from the bases regenerated from its seed for "
+                                       f"layer {p.name!r}; it was written by an incompatible library version")
         expected = p.adapter.state_dict()
         missing = sorted(set(expected) - set(saved))
         extra = sorted(set(saved) - set(expected))

@@ -27,6 +27,8 @@ from ..core import api
 from ..errors import AdapterFileError
 from .files import read_json, read_tensors, write_json, write_tensors
 from .payload import Payload
+from .peft_methods import METHODS as PEFT_METHODS
+from .peft_methods import PEFT_TYPES, read_peft_method, save_peft_method
 
 PREFIX = "base_model.model."
 CONFIG = "adapter_config.json"
@@ -40,6 +42,8 @@ _SUFFIXES = {
 def save_peft(model: nn.Module, folder: Path, name: str) -> None:
     """Write adapter ``name`` as a PEFT LoRA folder that ``peft.PeftModel.from_pretrained`` loads."""
     config = api.adapter_config(model, name)
+    if config.parameterisation in PEFT_METHODS:  # VeRA, RandLoRA, HRA, FourierFT
+        return save_peft_method(model, folder, name)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
@@ -51,7 +55,8 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
         delta, geo = adapter.delta, host.geometry
         if not hasattr(delta, "lora_A"):
             raise AdapterFileError(f"adapter {name!r} on {layer!r} is a {type(delta).__name__}; the PEFT format holds "
-                                   "LoRA/DoRA adapters only — save it with format='rankwise'")
+                                   "LoRA/DoRA, VeRA, RandLoRA, HRA and FourierFT adapters only — save it with "
+                                   "format='rankwise'")
         a, b = delta.lora_A.detach(), delta.lora_B.detach()
         rank, alpha = delta.rank, config.alpha_for(layer)
         if delta.moves_base:  # express relative to the public W0: rank 2r, same scale
@@ -98,9 +103,11 @@ def read_peft(folder: Path) -> Payload:
     """Parse a PEFT LoRA/rsLoRA/DoRA folder; per-layer rank from the tensors, α from PEFT's patterns."""
     cfg_path = folder / CONFIG
     cfg = read_json(cfg_path)
+    if cfg.get("peft_type") in PEFT_TYPES:
+        return read_peft_method(folder, cfg, cfg_path)
     if cfg.get("peft_type") != "LORA":
         raise AdapterFileError(f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not supported; rankwise reads "
-                               "PEFT LoRA/rsLoRA/DoRA adapters (peft_type 'LORA')")
+                               f"PEFT LoRA/rsLoRA/DoRA adapters (peft_type 'LORA') and {sorted(PEFT_TYPES)}")
     for key, neutral in _UNSUPPORTED.items():
         if cfg.get(key, neutral) not in (neutral, False, None, [], {}):
             raise AdapterFileError(f"{cfg_path}: option {key}={cfg[key]!r} is not supported by rankwise")
