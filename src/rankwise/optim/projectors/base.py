@@ -21,6 +21,11 @@ import torch
 from torch import Tensor
 
 
+def at_least_fp32(t: Tensor) -> Tensor:
+    """``t`` in fp32 if it is a half type (fp16/bf16), else unchanged (fp64 stays fp64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def side_for(shape: tuple[int, ...]) -> str:
     """``"right"`` when m ≥ n (project columns), ``"left"`` when m < n: galore-torch's ``proj_type="std"``."""
     return "right" if shape[0] >= shape[1] else "left"

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Projector
+from .base import Projector, at_least_fp32
 
 _CACHE: dict[tuple[int, str, torch.dtype], Tensor] = {}
 
@@ -38,11 +38,11 @@ class DCTProjector(Projector):
     stores_basis = False
 
     def refresh(self, grad: Tensor, rank: int, side: str, seed: int, options: dict[str, Any]) -> dict[str, Any]:
-        g = grad.float()
+        g = at_least_fp32(grad)
         if side == "right":
-            scores = (g @ dct_matrix(g.shape[1], g.device)).norm(dim=0)  # (n,)
+            scores = (g @ dct_matrix(g.shape[1], g.device, g.dtype)).norm(dim=0)  # (n,)
         else:
-            scores = (dct_matrix(g.shape[0], g.device).t() @ g).norm(dim=1)  # (m,)
+            scores = (dct_matrix(g.shape[0], g.device, g.dtype).t() @ g).norm(dim=1)  # (m,)
         idx = torch.topk(scores, rank, sorted=True).indices
         return {"proj_idx": idx.to(torch.int64).cpu()}
 

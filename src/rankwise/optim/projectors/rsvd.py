@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Projector
+from .base import Projector, at_least_fp32
 
 OVERSAMPLE = 8
 
@@ -34,5 +34,5 @@ class RandomizedSVDProjector(Projector):
     stores_basis = True
 
     def refresh(self, grad: Tensor, rank: int, side: str, seed: int, options: dict[str, Any]) -> dict[str, Any]:
-        basis = randomized_basis(grad.float(), rank, side, seed, int(options.get("niter", 2)))
+        basis = randomized_basis(at_least_fp32(grad), rank, side, seed, int(options.get("niter", 2)))
         return {"proj": basis.to(grad.dtype).contiguous()}

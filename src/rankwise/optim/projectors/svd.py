@@ -1,10 +1,11 @@
 """Exact-SVD projector (GaLore, arXiv 2403.03507): the top-r singular vectors of the gradient.
 
-The SVD always runs in fp32, whatever the gradient's dtype (LAPACK/cuSOLVER have no half-precision
-SVD, and fp16 gradients lose the small singular values); the basis is stored in the gradient's dtype as
-galore-torch does. If the SVD fails (no convergence, a non-finite gradient), the projector says so with
-a warning and falls back: to a randomized SVD of the same gradient, or, when the gradient itself is not
-finite, to the previous basis (the caller keeps it) or a seeded random orthonormal basis.
+The SVD always runs in fp32 or wider (fp64 gradients stay fp64), whatever the gradient's dtype
+(LAPACK/cuSOLVER have no half-precision SVD, and fp16 gradients lose the small singular values); the
+basis is stored in the gradient's dtype as galore-torch does. If the SVD fails (no convergence, a
+non-finite gradient), the projector says so with a warning and falls back: to a randomized SVD of
+the same gradient, or, when the gradient itself is not finite, to the previous basis (the caller keeps
+it) or a seeded random orthonormal basis.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Projector
+from .base import Projector, at_least_fp32
 from .random import orthonormal_basis
 from .rsvd import randomized_basis
 
@@ -33,7 +34,7 @@ class SVDProjector(Projector):
     stores_basis = True
 
     def refresh(self, grad: Tensor, rank: int, side: str, seed: int, options: dict[str, Any]) -> dict[str, Any]:
-        g32 = grad.float()
+        g32 = at_least_fp32(grad)
         if not bool(torch.isfinite(g32).all()):
             warnings.warn("rankwise svd projector: the gradient has NaN/Inf entries, so its SVD is meaningless; "
                           "keeping the previous projection (or a random orthonormal one on the first step)",
