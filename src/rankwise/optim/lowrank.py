@@ -77,6 +77,9 @@ class LowRankAdam(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ groups and validation
     def add_param_group(self, group: dict[str, Any]) -> None:
+        if getattr(self, "_hooks", None) is not None:
+            raise ConfigError("add_param_group after construction is not supported in layer-wise mode; "
+                              "pass every group to the constructor")
         group = dict(group)
         if "update_proj_gap" in group:  # galore-torch's name
             group.setdefault("update_gap", group.pop("update_proj_gap"))
@@ -85,10 +88,11 @@ class LowRankAdam(torch.optim.Optimizer):
                               "shape as galore-torch's 'std' does (right when m ≥ n, left otherwise)")
         group.pop("proj_type", None)
         super().add_param_group(group)
-        self._check_hyper(self.param_groups[-1], f"param group {len(self.param_groups) - 1}")
-        if getattr(self, "_hooks", None) is not None:
-            raise ConfigError("add_param_group after construction is not supported in layer-wise mode; "
-                              "pass every group to the constructor")
+        try:
+            self._check_hyper(self.param_groups[-1], f"param group {len(self.param_groups) - 1}")
+        except ConfigError:
+            self.param_groups.pop()  # leave the optimizer as it was
+            raise
 
     def _check_hyper(self, g: dict[str, Any], where: str) -> None:
         def bad(field: str, value: Any, want: str) -> ConfigError:
