@@ -93,6 +93,9 @@ class LowRankAdam(torch.optim.Optimizer):
         except ConfigError:
             self.param_groups.pop()  # leave the optimizer as it was
             raise
+        if hasattr(self, "_index"):  # a group added after construction: its matrices get fresh seed offsets
+            for p in self.param_groups[-1]["params"]:
+                self._index.setdefault(p, len(self._index))
 
     def _check_hyper(self, g: dict[str, Any], where: str) -> None:
         def bad(field: str, value: Any, want: str) -> ConfigError:
