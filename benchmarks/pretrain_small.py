@@ -55,9 +55,10 @@ class Setup:
 
 def optimizer_method(name: str, lr: float, **kw) -> Callable[[torch.nn.Module, int], Setup]:
     def factory(model: torch.nn.Module, steps: int) -> Setup:
-        cfg = rankwise.method_config(name, **kw)
+        args = dict(kw, update_gap=GAP) if name != "adamw" else dict(kw)  # GAP read at call time (--gap)
+        cfg = rankwise.method_config(name, **args)
         opt = rankwise.optim.build_optimizer(model, cfg, lr=lr, weight_decay=0.0)
-        desc = ", ".join(f"{k}={v}" for k, v in kw.items())
+        desc = ", ".join(f"{k}={v}" for k, v in args.items())
         return Setup(opt, lr, None, f"lr {lr}" + (f", {desc}" if desc else ""))
 
     return factory
@@ -65,14 +66,14 @@ def optimizer_method(name: str, lr: float, **kw) -> Callable[[torch.nn.Module, i
 
 METHODS: list[tuple[str, Callable[[torch.nn.Module, int], Setup]]] = [
     ("adamw", optimizer_method("adamw", 1e-3)),
-    ("galore", optimizer_method("galore", 1e-2, rank=RANK, update_gap=GAP, scale=0.25)),
-    ("galore-rsvd", optimizer_method("galore", 1e-2, rank=RANK, update_gap=GAP, scale=0.25, projector="rsvd")),
-    ("galore-dct", optimizer_method("galore", 1e-2, rank=RANK, update_gap=GAP, scale=0.25, projector="dct")),
-    ("galore-random", optimizer_method("galore", 1e-2, rank=RANK, update_gap=GAP, scale=0.25, projector="random",
+    ("galore", optimizer_method("galore", 1e-2, rank=RANK, scale=0.25)),
+    ("galore-rsvd", optimizer_method("galore", 1e-2, rank=RANK, scale=0.25, projector="rsvd")),
+    ("galore-dct", optimizer_method("galore", 1e-2, rank=RANK, scale=0.25, projector="dct")),
+    ("galore-random", optimizer_method("galore", 1e-2, rank=RANK, scale=0.25, projector="random",
                                        random_dist="orthonormal")),
-    ("fira", optimizer_method("fira", 1e-2, rank=RANK, update_gap=GAP, scale=0.25)),
-    ("apollo", optimizer_method("apollo", 1e-2, rank=RANK, update_gap=GAP)),
-    ("apollo-mini", optimizer_method("apollo-mini", 1e-2, rank=1, update_gap=GAP)),
+    ("fira", optimizer_method("fira", 1e-2, rank=RANK, scale=0.25)),
+    ("apollo", optimizer_method("apollo", 1e-2, rank=RANK)),
+    ("apollo-mini", optimizer_method("apollo-mini", 1e-2, rank=1)),
 ]
 
 
@@ -144,8 +145,8 @@ def render(results: dict, steps: int) -> str:
          f"the characters, validation = last 10% of tokens; {PRESET} (hidden 128, 4 layers); seq {SEQ}, batch "
          f"{BATCH}, seed {SEED}; **{steps} steps ({steps * BATCH * SEQ / 1e6:.2f}M tokens)**; warmup 10% then "
          f"cosine to 10%; val = lm_loss over {EVAL_BATCHES} batches of 16×128. Low-rank methods: rank {RANK} on "
-         f"the 28 block matrices, update gap {GAP}, weight decay 0. The device of each run is in the table; "
-         "wall times are only indicative.", "",
+         f"the 28 block matrices (update gap in the settings column), weight decay 0. The device of each run is "
+         "in the table; wall times are only indicative.", "",
          "Command: `nice -n 5 python benchmarks/pretrain_small.py` (see `--help`).", "",
          "| method | val loss | vs AdamW | optimizer state (KiB) | wall (s) | device | settings |",
          "|---|---:|---:|---:|---:|---|---|"]
@@ -169,6 +170,7 @@ def render(results: dict, steps: int) -> str:
 
 
 def main(argv=None) -> None:
+    global GAP
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default=",".join(m for m, _ in METHODS),
                    help=f"comma-separated subset of {[m for m, _ in METHODS]}")
@@ -176,10 +178,12 @@ def main(argv=None) -> None:
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rankwise_pretrain_cache",
                    help="where the trained tokenizer is cached (never the repo)")
     p.add_argument("--results", type=Path, default=HERE / "results" / "pretrain_small.json")
+    p.add_argument("--gap", type=int, default=GAP, help=f"update gap of the low-rank methods (default {GAP})")
     p.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--text", type=Path, default=None, help="the corpus (default ../shared/data/tinyshakespeare)")
     a = p.parse_args(argv)
+    GAP = a.gap
     torch.set_num_threads(a.threads)
     known = dict(METHODS)
     names = [m for m in a.methods.split(",") if m]

@@ -213,6 +213,8 @@ def test_bad_options_raise_config_error_naming_the_field():
         GaLoreAdamW([{"params": [w], "rank": 2}], moments="drop")
     with pytest.raises(ConfigError, match="rank"):
         GaLoreAdamW([{"params": [w], "rank": 0}])
+    with pytest.raises(ConfigError, match="updte_gap"):
+        GaLoreAdamW([{"params": [w], "rank": 2}], updte_gap=10)
     with pytest.raises(ConfigError, match="proj_type"):
         GaLoreAdamW([{"params": [w], "rank": 2, "proj_type": "reverse_std"}])
 

@@ -32,6 +32,7 @@ class APOLLO(LowRankAdam):
 
     default_scale = 1.0
     default_projector = "random"
+    extra_options = ("scale_type", "limiter")
 
     def __init__(self, params, lr: float = 1e-3, *args, scale_type: str = "channel", limiter: float = 1.01,
                  **kwargs):

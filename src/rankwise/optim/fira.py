@@ -54,6 +54,7 @@ class Fira(LowRankAdam):
 
     default_scale = 0.25
     default_projector = "svd"
+    extra_options = ("limiter",)
 
     def __init__(self, params, lr: float = 1e-3, *args, limiter: float = 1.01, **kwargs):
         super().__init__(params, lr, *args, limiter=limiter, **kwargs)

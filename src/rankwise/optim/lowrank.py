@@ -55,6 +55,7 @@ class LowRankAdam(torch.optim.Optimizer):
 
     default_scale: float = 0.25
     default_projector: str = "svd"
+    extra_options: tuple[str, ...] = ()  # subclass-specific group options
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, correct_bias: bool = True, *, rank: int | None = None,
@@ -62,6 +63,11 @@ class LowRankAdam(torch.optim.Optimizer):
                  random_dist: str = "gaussian", lazy_refresh: bool = False, lazy_threshold: float = 0.4,
                  lazy_window: int = 5, moments: str = "keep", seed: int = 0, layerwise: bool = False,
                  **extra: Any):
+        unknown = sorted(set(extra) - set(self.extra_options))
+        if unknown:
+            raise ConfigError(f"{type(self).__name__} got unknown options {unknown}; known low-rank options: rank, "
+                              "update_gap, scale, projector, niter, random_dist, lazy_refresh, lazy_threshold, "
+                              f"lazy_window, moments, seed, layerwise{''.join(', ' + o for o in self.extra_options)}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, correct_bias=correct_bias,
                         rank=rank, update_gap=update_gap,
                         scale=self.default_scale if scale is None else scale,
