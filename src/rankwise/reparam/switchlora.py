@@ -59,7 +59,16 @@ class SwitchLoRASchedule(TrainingSchedule):
         """p(t) = 3^(−t/T_d) / interval₀: each vector's chance to switch after step t."""
         return min(1.0, 3.0 ** (-step / self.decay) / self.interval)
 
+    def _follow_devices(self) -> None:
+        """Keep candidates and counters on their factors' device (the model may move after reparameterize)."""
+        for i, (_, adapter) in enumerate(self.pairs):
+            dev = adapter.delta.lora_A.device
+            if self.cand_a[i].device != dev:
+                for name in ("cand_a", "cand_b", "frozen_a", "frozen_b"):
+                    getattr(self, name)[i] = getattr(self, name)[i].to(dev)
+
     def before_step(self, step: int) -> None:
+        self._follow_devices()
         for (_, adapter), fa, fb in zip(self.pairs, self.frozen_a, self.frozen_b, strict=True):
             a, b = adapter.delta.lora_A, adapter.delta.lora_B
             if a.grad is not None and bool(fa.any()):
@@ -69,6 +78,7 @@ class SwitchLoRASchedule(TrainingSchedule):
 
     @torch.no_grad()
     def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        self._follow_devices()
         p = self.probability(step)
         for i, (layer, adapter) in enumerate(self.pairs):
             self.frozen_a[i].sub_(1).clamp_(min=0)
@@ -76,8 +86,8 @@ class SwitchLoRASchedule(TrainingSchedule):
             delta = adapter.delta
             a, b, s, w = delta.lora_A, delta.lora_B, delta.scale, layer.weight
             r = a.shape[0]
-            sw_b = (torch.rand(r, generator=self.generator) < p).nonzero().flatten()
-            sw_a = (torch.rand(r, generator=self.generator) < p).nonzero().flatten()
+            sw_b = (torch.rand(r, generator=self.generator) < p).nonzero().flatten().to(w.device)
+            sw_a = (torch.rand(r, generator=self.generator) < p).nonzero().flatten().to(w.device)
             if len(sw_b):
                 pick = torch.randint(self.cand_b[i].shape[1], (len(sw_b),), generator=self.generator)
                 for col, j in zip(sw_b.tolist(), pick.tolist(), strict=True):
@@ -108,7 +118,7 @@ class SwitchLoRASchedule(TrainingSchedule):
         self.generator.set_state(state["generator"])
         for name in ("cand_a", "cand_b", "frozen_a", "frozen_b"):
             for dst, src in zip(getattr(self, name), state[name], strict=True):
-                dst.copy_(src)
+                dst.copy_(src.to(dst.device))
 
 
 def apply_switchlora(model: nn.Module, config: ReparamConfig) -> SwitchLoRASchedule:
