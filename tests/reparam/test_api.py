@@ -8,9 +8,7 @@ import rankwise
 from rankwise.errors import ConfigError, TargetError
 from rankwise.reparam import FactoredLinear, densify
 from tests.helpers import ids, tiny_llama
-from tests.reparam.common import ALL, build, logits
-
-from .common import optimizer, train
+from tests.reparam.common import ALL, build, logits, optimizer, train
 
 
 def test_catalogue_lists_every_method_with_its_paper():
