@@ -83,7 +83,8 @@ def lr_at(step: int, steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def run(method: str, lr: float, steps: int, seed: int, split, device: str = "cpu", eval_batches: int = 20) -> dict:
+def run(method: str, lr: float, steps: int, seed: int, split, device: str = "cpu", eval_batches: int = 20
+        ) -> dict:
     torch.manual_seed(seed)
     model = build_causal_lm(PRESET, VOCAB, seed=seed).train()
     schedule = rankwise.TrainingSchedule()
@@ -115,6 +116,8 @@ def run(method: str, lr: float, steps: int, seed: int, split, device: str = "cpu
         if step == 0:
             state_bytes = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                               if torch.is_tensor(t) and t.dim() > 0)
+    if eval_batches == 0:  # timing-only run
+        return {"method": method, "step_s": statistics.median(times[2:] or times)}
     val = lm_loss(model, (w.to(device) for w in eval_windows(split.val, 16, SEQ, max_batches=eval_batches)))
     return {"method": method, "lr": lr, "steps": steps, "seed": seed, "val_loss": val,
             "params": sum(p.numel() for p in model.parameters()), "trainable": sum(p.numel() for p in params),
@@ -152,8 +155,11 @@ def main() -> None:
             if args.out:
                 Path(args.out).write_text(json.dumps(runs, indent=1))
     full = [r for r in runs if r["phase"] == "full"]
-    base = statistics.mean(r["step_s"] for r in full if r["method"] == "adamw") if any(
-        r["method"] == "adamw" for r in full) else None
+    if not any(r["method"] == "adamw" for r in full):  # time AdamW in this process anyway: ratios need it
+        runs.append({**run("adamw", 1e-3, 8, 0, split, args.device, eval_batches=0), "phase": "anchor"})
+        print(f"AdamW step time (timing-only, 8 steps): {runs[-1]['step_s'] * 1e3:.0f} ms", flush=True)
+    anchor = [r["step_s"] for r in runs if r["method"] == "adamw" and r["phase"] in ("full", "anchor")]
+    base = statistics.mean(anchor)
     print(f"\nsteps {args.steps} (sweep {args.sweep_steps}, {args.sweep_eval_batches} val batches), "
           f"seeds {args.seeds}, "
           f"device {args.device}, threads {args.threads}\n")

@@ -5,15 +5,19 @@
 the whole run) is drawn once; only S's values on Ω are trained.
 
 Forward y = s·B·(A·x) + S·x + b, where S·x is computed from the values and their (row, col) indices
-by gather / index-add (:class:`SparseMatmul`), so no dense m×n W exists in forward or backward.
+with sparse CSR products (:class:`SparseMatmul`: S·xᵀ, Sᵀ·gᵀ and a sampled dense product for the values
+gradient), so no dense m×n W exists in forward or backward.
 The dense path (``reference=True``: y = (s·B·A + scatter(S))·x + b) serves as the reference.
 
-Memory per m×n layer: r·(m+n) + δ·m·n trainable values (+ 2·δ·m·n int32 indices, not trained);
+Memory per m×n layer: r·(m+n) + δ·m·n trainable values (+ 2·δ·m·n int32 indices in the state dict and a
+CSR index cache of 3 int64 per nonzero built on first use; none trained);
 Adam state 2·(r·(m+n) + δ·m·n). Init: balanced truncated SVD of the dense init for B·A, and S equal to
 the SVD residual on Ω, so W matches the dense init on the support.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -22,52 +26,65 @@ from .config import ReparamConfig
 from .layers import balanced_factors, layer_generator, layer_rank, replace_linears
 from .low_rank import LowRankLinear
 
-_CHUNK = 1 << 22  # elements of the (nnz_chunk, T) temporaries
 
+class CSRLayout:
+    """The fixed support as CSR index arrays for S (m, n) and for Sᵀ (n, m), built once per support/device.
 
-def _chunks(nnz: int, tokens: int):
-    step = max(1, _CHUNK // max(tokens, 1))
-    return range(0, nnz, step), step
+    ``perm`` reorders the row-major values into Sᵀ's row-major (column-major of S) order.
+    """
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]):
+        m, n = shape
+        rows, cols = rows.long(), cols.long()
+        self.shape = shape
+        self.crow = torch.zeros(m + 1, dtype=torch.long, device=rows.device)
+        self.crow[1:] = torch.bincount(rows, minlength=m).cumsum(0)
+        self.col = cols
+        self.perm = torch.argsort(cols * m + rows)
+        self.crow_t = torch.zeros(n + 1, dtype=torch.long, device=rows.device)
+        self.crow_t[1:] = torch.bincount(cols, minlength=n).cumsum(0)
+        self.col_t = rows[self.perm]
+
+    def matrix(self, values: torch.Tensor) -> torch.Tensor:
+        """S as a sparse CSR tensor (m, n) holding ``values`` (row-major order)."""
+        with warnings.catch_warnings():  # torch marks sparse CSR as beta
+            warnings.simplefilter("ignore")
+            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+
+    def transposed(self, values: torch.Tensor) -> torch.Tensor:
+        """Sᵀ as a sparse CSR tensor (n, m)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.sparse_csr_tensor(self.crow_t, self.col_t, values[self.perm], self.shape[::-1],
+                                           check_invariants=False)
 
 
 class SparseMatmul(torch.autograd.Function):
-    """y = S·x for S given by ``values`` at (``rows``, ``cols``); x (T, n) -> y (T, m).
+    """y = S·x for S given by ``values`` on a fixed CSR support; x (T, n) -> y (T, m).
 
-    Works on transposed activations so every gather / scatter moves contiguous rows, in chunks of
-    nonzeros so temporaries stay ≤ 4M elements. Backward: ∂x = Sᵀ·∂y, ∂values_k = ⟨∂y[:, row_k], x[:, col_k]⟩.
+    Forward Sᵀ-free: yᵀ = S·xᵀ (sparse × dense). Backward: ∂x = (Sᵀ·∂yᵀ)ᵀ and
+    ∂values_k = ⟨∂y[:, row_k], x[:, col_k]⟩, the sampled product (∂yᵀ·x) on the support
+    (``torch.sparse.sampled_addmm``). No dense m×n matrix and no (nnz, T) temporary.
     """
 
     @staticmethod
-    def forward(ctx, x, values, rows, cols, out_features):
-        xt = x.t().contiguous()                                       # (n, T)
-        yt = xt.new_zeros(out_features, xt.shape[1])                  # (m, T)
-        starts, step = _chunks(values.numel(), xt.shape[1])
-        for s in starts:
-            sl = slice(s, s + step)
-            yt.index_add_(0, rows[sl], xt.index_select(0, cols[sl]) * values[sl, None])
-        ctx.save_for_backward(xt, values, rows, cols)
-        return yt.t()
+    def forward(ctx, x, values, layout: CSRLayout):
+        ctx.save_for_backward(x, values)
+        ctx.layout = layout
+        return (layout.matrix(values) @ x.t().contiguous()).t()     # (m, T) -> (T, m)
 
     @staticmethod
     def backward(ctx, grad_out):
-        xt, values, rows, cols = ctx.saved_tensors
+        x, values = ctx.saved_tensors
+        layout = ctx.layout
         gt = grad_out.t().contiguous()                                # (m, T)
         grad_x = grad_values = None
         if ctx.needs_input_grad[0]:
-            grad_xt = xt.new_zeros(xt.shape)                          # (n, T)
+            grad_x = (layout.transposed(values) @ gt).t()             # (n, T) -> (T, n)
         if ctx.needs_input_grad[1]:
-            grad_values = torch.empty_like(values)
-        starts, step = _chunks(values.numel(), xt.shape[1])
-        for s in starts:
-            sl = slice(s, s + step)
-            g_rows = gt.index_select(0, rows[sl])                     # (chunk, T)
-            if ctx.needs_input_grad[1]:
-                grad_values[sl] = (g_rows * xt.index_select(0, cols[sl])).sum(1)
-            if ctx.needs_input_grad[0]:
-                grad_xt.index_add_(0, cols[sl], g_rows * values[sl, None])
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_xt.t()
-        return grad_x, grad_values, None, None, None
+            sampled = torch.sparse.sampled_addmm(layout.matrix(values.detach()), gt, x, beta=0.0)
+            grad_values = sampled.values()
+        return grad_x, grad_values, None
 
 
 class SparseLowRankLinear(LowRankLinear):
@@ -84,6 +101,14 @@ class SparseLowRankLinear(LowRankLinear):
         self.register_buffer("rows", torch.zeros(nnz, dtype=torch.int32, device=device))
         self.register_buffer("cols", torch.zeros(nnz, dtype=torch.int32, device=device))
         self.reference = False
+        self._layout: tuple[tuple, CSRLayout] | None = None
+
+    def layout(self) -> CSRLayout:
+        """The CSR index arrays of the support, rebuilt only when ``rows``/``cols`` change (load, device move)."""
+        key = (self.rows.device, self.rows.data_ptr(), self.rows._version, self.cols.data_ptr(), self.cols._version)
+        if self._layout is None or self._layout[0] != key:
+            self._layout = (key, CSRLayout(self.rows, self.cols, (self.out_features, self.in_features)))
+        return self._layout[1]
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, rank: int, density: float, scale: float = 1.0,
@@ -113,8 +138,8 @@ class SparseLowRankLinear(LowRankLinear):
         if self.reference:
             return nn.functional.linear(x, self.dense_weight(), self.bias)
         lead = x.shape[:-1]
-        sparse = SparseMatmul.apply(x.reshape(-1, self.in_features), self.values, self.rows, self.cols,
-                                    self.out_features).reshape(*lead, self.out_features)
+        x2d = x.reshape(-1, self.in_features)
+        sparse = SparseMatmul.apply(x2d, self.values, self.layout()).reshape(*lead, self.out_features)
         out = self.low_rank(x) + sparse
         return out if self.bias is None else out + self.bias
 
