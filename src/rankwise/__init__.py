@@ -29,6 +29,7 @@ from .errors import AdapterFileError, AdapterStateError, ConfigError, RankwiseEr
 from .io import load_adapter, save_adapter
 from .methods import Method, get_method, method_config, methods, register_method
 from .optim import param_groups
+from .reparam import ReparamConfig, reparameterize
 from .schedule import ComposedSchedule, TrainingSchedule
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "Adapter", "Parameterisation", "Wrapper", "summary", "save_adapter", "load_adapter", "param_groups",
     "TrainingSchedule", "ComposedSchedule", "Method", "methods", "method_config", "get_method", "register_method",
     "RankwiseError", "ConfigError", "TargetError", "AdapterStateError", "AdapterFileError",
+    "reparameterize", "ReparamConfig",
 ]
