@@ -6,15 +6,16 @@ from collections.abc import Callable
 
 import torch
 
+from ..adapters.bca import CoreLoRA, LoRAXS
 from ..adapters.dora import DoRA
 from ..adapters.lora import LoRA
 from .contract import Parameterisation, Wrapper
 from .geometry import LayerGeometry
 
 # name -> fn(geometry, rank, scale, dtype, device) -> Parameterisation
-PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {"lora": LoRA}
+PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {"lora": LoRA, "bca": CoreLoRA, "lora-xs": LoRAXS}
 # name -> {option: default}: the ``LoRAConfig.options`` keys each parameterisation reads
-PARAMETERISATION_OPTIONS: dict[str, dict[str, object]] = {"lora": {}}
+PARAMETERISATION_OPTIONS: dict[str, dict[str, object]] = {"lora": {}, "bca": {}, "lora-xs": {}}
 
 
 def make_wrapper(dora: bool, geometry: LayerGeometry, dtype: torch.dtype, device) -> Wrapper:
