@@ -9,7 +9,9 @@ per-layer init call. Inits that read no data ignore ``calibration``; inits that 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
@@ -49,4 +51,18 @@ def calibrate(model: nn.Module, plans: list, config: Any, init: Any, calibration
         if not plans:
             raise ConfigError(f"init={config.init!r} assigned rank 0 to every targeted layer; raise the rank or "
                               "target more layers")
+        replanned = replanned_config(config, plans)
+        for p in plans:
+            p.config = replanned
     return plans, stats
+
+
+def replanned_config(config: Any, plans: list) -> Any:
+    """A copy of ``config`` whose rank/alpha patterns record the re-planned per-layer values (exact names first),
+    so that the adapter's config, its saved files and PEFT's ``rank_pattern`` tell the truth (as PEFT's EVA does)."""
+    ranks = {re.escape(p.name): p.rank for p in plans if p.rank != config.rank_for(p.name)}
+    alphas = {re.escape(p.name): p.alpha for p in plans if p.alpha != config.alpha_for(p.name)}
+    if not ranks and not alphas:
+        return config
+    return replace(config, rank_pattern={**ranks, **config.rank_pattern},
+                   alpha_pattern={**alphas, **config.alpha_pattern})

@@ -58,6 +58,7 @@ class _Plan:
     alpha: float
     adapter: Adapter | None = None
     moves_base: bool = False
+    config: LoRAConfig | None = None  # set when calibration re-planned ranks (EVA): the config to record
 
 
 def adapt(model: nn.Module, config: LoRAConfig, name: str = "default", *, activate: bool = True,
@@ -143,7 +144,7 @@ def attach(model: nn.Module, plans: list[_Plan], name: str, config: LoRAConfig, 
     for p in plans:
         host = AdapterHost.attach(p.module, p.geometry)
         host[name] = p.adapter
-        host.config[name] = config
+        host.config[name] = p.config or config
         if p.moves_base:
             host.shift_base(p.module, name, -1.0)
         if not activate:
