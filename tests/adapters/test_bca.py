@@ -76,3 +76,15 @@ def test_merge_save_load_and_peft_export(tmp_path, method, extra):
 def test_core_init_on_plain_lora_is_refused():
     with pytest.raises(rankwise.ConfigError, match="parameterisation='lora-xs'"):
         rankwise.adapt(ToyNet(), rankwise.LoRAConfig(rank=2, init="lora-xs", targets=["fc1"]))
+
+
+def test_nlora_blocks_follow_the_official_code():
+    layer = nn.Linear(40, 24)
+    model = nn.Sequential(layer)
+    w0 = layer.weight.detach().clone()
+    rankwise.adapt(model, rankwise.method_config("nlora", rank=4, targets=nn.Linear))
+    d = layer.rankwise["default"].delta
+    assert torch.equal(d.lora_B.detach(), w0[:, :4]) and torch.equal(d.lora_A.detach(), w0[:4])
+    torch.testing.assert_close(d.delta_matrix().detach(), d.scale * w0[:, :4] @ w0[:4, :4] @ w0[:4])
+    assert torch.equal(layer.weight, w0)  # W0 untouched
+    assert sum(p.numel() for p in rankwise.trainable_parameters(model)) == 4 * (24 + 40) + 16

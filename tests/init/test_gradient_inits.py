@@ -52,7 +52,7 @@ def test_lora_sb_and_lora_one_start_one_step_away_from_the_base():
     assert [n for n, p in model.named_parameters() if p.requires_grad][0].endswith("lora_core")
 
 
-CALIBRATED = ["lora-ga", "lora-one", "lora-sb", "eva", "corda-ipm", "corda-kpm", "lora-xs", "bca"]
+CALIBRATED = ["lora-ga", "lora-one", "lora-sb", "eva", "corda-ipm", "corda-kpm", "lora-xs", "bca", "nlora"]
 
 
 @pytest.mark.parametrize("method", CALIBRATED)

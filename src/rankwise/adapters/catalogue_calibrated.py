@@ -49,6 +49,10 @@ _register("lora-xs", "LoRA-XS: Low-Rank Adaptation with Extremely Small Number o
           {"parameterisation": "lora-xs", "init": "lora-xs"},
           "ΔW = s·B·R·A, B = U_r·S_r, A = V_rᵀ frozen (SVD of W0), R ~ N(0, σ²) trained", "r²",
           mergeable=True, peft=False)
+_register("nlora", "NLoRA: Nyström-Initiated Low-Rank Adaptation for Large Language Models (arXiv 2502.14482)",
+          {"parameterisation": "bca", "init": "nlora"},
+          "ΔW = s·B·R·A, B = W0[:, :r], R = W0[:r, :r], A = W0[:r, :] (official code), all trainable",
+          "r·(m+n) + r²", mergeable=True, peft=False)
 _register("bca", "NLoRA: Nyström-Initiated Low-Rank Adaptation for Large Language Models (arXiv 2502.14482), "
           "SLoRA shape", {"parameterisation": "bca"}, "ΔW = s·B·R·A, R = I at init, all trainable",
           "r·(m+n) + r²", mergeable=True, peft=False)
