@@ -54,7 +54,7 @@ def test_merge_save_load_and_peft_export(tmp_path, method, extra):
     peft = pytest.importorskip("peft")
     base = tiny_llama()
     model = copy.deepcopy(base)
-    rankwise.adapt(model, rankwise.method_config(method, rank=4, **extra))
+    rankwise.adapt(model, rankwise.method_config(method, rank=4, targets=["q_proj", "down_proj"], **extra))
     perturb(model)
     x = ids()
     out = model(x).logits

@@ -122,7 +122,7 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
         w0 = p.geometry.matrix(w.detach()).to(acc_dtype(w.dtype))
         if layers is None:
             try:
-                p.moves_base = init.fn(delta, w0, niter=config.init_niter, calibration=stats.get(p.name),
+                p.moves_base = init.fn(delta, w0, niter=config.init_niter, calibration=stats.pop(p.name, None),
                                        config=config)
             except torch.linalg.LinAlgError as e:
                 raise ConfigError(f"init={config.init!r} failed on layer {p.name!r}: {e}") from e
