@@ -3,8 +3,10 @@
 from . import (
     catalogue,  # noqa: F401  (registers the LoRA-family methods)
     catalogue_structured,  # noqa: F401  (VeRA, NOLA, RandLoRA, SVFit, SVFT, LoLDU, QR-LoRA, MoRA, HRA, …)
+    catalogue_calibrated,  # noqa: F401  (data-driven inits, LoRA-XS and the r×r-core shape)
 )
+from .bca import CoreLoRA, LoRAXS
 from .dora import DoRA
 from .lora import LoRA
 
-__all__ = ["LoRA", "DoRA"]
+__all__ = ["LoRA", "DoRA", "CoreLoRA", "LoRAXS"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..calibration.plan import calibrate
 from ..config import LoRAConfig
 from ..errors import AdapterStateError, ConfigError, TargetError
 from ..init.registry import get_initialiser
@@ -58,9 +59,11 @@ class _Plan:
     alpha: float
     adapter: Adapter | None = None
     moves_base: bool = False
+    config: LoRAConfig | None = None  # set when calibration re-planned ranks (EVA): the config to record
 
 
-def adapt(model: nn.Module, config: LoRAConfig, name: str = "default", *, activate: bool = True) -> nn.Module:
+def adapt(model: nn.Module, config: LoRAConfig, name: str = "default", *, activate: bool = True,
+          calibration: Iterable | None = None, loss_fn: Callable | None = None) -> nn.Module:
     """Add adapter ``name`` to the layers of ``model`` that ``config.targets`` selects. In place.
 
     On the first call the base model's parameters are frozen. The new adapter becomes the only
@@ -71,6 +74,11 @@ def adapt(model: nn.Module, config: LoRAConfig, name: str = "default", *, activa
         config: a ``LoRAConfig``.
         name: adapter name (letters, digits, ``_``, ``-``); several adapters may coexist.
         activate: make this the active adapter.
+        calibration: batches (a list, a DataLoader, …) for data-driven inits (LoRA-GA, EVA, CorDA, …),
+            read once before anything is modified; other inits ignore it. Dict batches are passed
+            as ``model(**batch)``, tuples as ``model(*batch)``, tensors as ``model(batch)``.
+        loss_fn: ``loss_fn(output, batch) -> scalar`` for gradient-based inits when the model's output
+            has no ``.loss``.
 
     Returns:
         The same model, adapted.
@@ -78,12 +86,13 @@ def adapt(model: nn.Module, config: LoRAConfig, name: str = "default", *, activa
     Raises:
         ConfigError, TargetError, AdapterStateError: before anything is modified.
     """
-    plans = build(model, config, name)
+    plans = build(model, config, name, calibration=calibration, loss_fn=loss_fn)
     attach(model, plans, name, config, activate)
     return model
 
 
-def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dict] | None = None) -> list[_Plan]:
+def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dict] | None = None,
+          calibration: Iterable | None = None, loss_fn: Callable | None = None) -> list[_Plan]:
     """Plan and build adapter ``name`` for every selected layer without touching the model.
 
     Every check and every SVD runs here, so a failure leaves the model as it was. ``layers``
@@ -103,6 +112,9 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
             if tied:
                 raise ConfigError(f"init={config.init!r} rewrites the weight of {p.name!r}, which is tied to {tied}; "
                                   "exclude that layer or use an init that leaves W0 alone (e.g. 'default')")
+    stats = {}
+    if layers is None:  # the calibration pass (data-driven inits only), before anything is modified
+        plans, stats = calibrate(model, plans, config, init, calibration, loss_fn)
     ctx = BuildContext(config, name, {p.name: p.geometry for p in plans})  # shared bases, seeds
     for p in plans:
         w = p.module.weight
@@ -113,7 +125,8 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
         w0 = p.geometry.matrix(w.detach()).to(acc_dtype(w.dtype))
         if layers is None:
             try:
-                p.moves_base = init.fn(delta, w0, niter=config.init_niter)
+                p.moves_base = init.fn(delta, w0, niter=config.init_niter, calibration=stats.pop(p.name, None),
+                                       config=config)
             except torch.linalg.LinAlgError as e:
                 raise ConfigError(f"init={config.init!r} failed on layer {p.name!r}: {e}") from e
             if p.moves_base:
@@ -134,7 +147,7 @@ def attach(model: nn.Module, plans: list[_Plan], name: str, config: LoRAConfig, 
     for p in plans:
         host = AdapterHost.attach(p.module, p.geometry)
         host[name] = p.adapter
-        host.config[name] = config
+        host.config[name] = p.config or config
         if p.moves_base:
             host.shift_base(p.module, name, -1.0)
         if not activate:

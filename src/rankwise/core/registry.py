@@ -22,6 +22,7 @@ from ..adapters import (
     svft,
     vera,
 )
+from ..adapters.bca import CoreLoRA, LoRAXS
 from ..adapters.dora import DoRA
 from ..adapters.lora import LoRA
 from .context import BuildContext
@@ -29,9 +30,9 @@ from .contract import Parameterisation, Wrapper
 from .geometry import LayerGeometry
 
 # name -> fn(geometry, rank, scale, dtype, device[, ctx=BuildContext]) -> Parameterisation
-PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {"lora": LoRA}
+PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {"lora": LoRA, "bca": CoreLoRA, "lora-xs": LoRAXS}
 # name -> {option: default}: the ``LoRAConfig.options`` keys each parameterisation reads
-PARAMETERISATION_OPTIONS: dict[str, dict[str, object]] = {"lora": {}}
+PARAMETERISATION_OPTIONS: dict[str, dict[str, object]] = {"lora": {}, "bca": {}, "lora-xs": {}}
 
 
 def register_parameterisation(name: str, builder: Callable[..., Parameterisation],

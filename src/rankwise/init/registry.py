@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError
 
-# fn(delta, w0 (m, n) fp32, options) -> True if ΔW₀ must be subtracted from W0
+# fn(delta, w0 (m, n) fp32, niter=, calibration=, config=) -> True if ΔW₀ must be subtracted from W0
 InitFn = Callable[..., bool]
+COLLECTS = (None, "gradient", "inputs", "inputs-normalised")
 
 
 @dataclass(frozen=True)
 class Initialiser:
-    """A registered initialiser: its function, paper, and whether it moves W0 or needs an SVD."""
+    """A registered initialiser: its function, paper, and whether it moves W0 or needs an SVD.
+
+    Data-driven initialisers also say what they read from the calibration batches (``collects``):
+    ``"gradient"`` (mean ∂L/∂W0 per layer), ``"inputs"`` (streamed statistics of each layer's input)
+    or ``"inputs-normalised"`` (the same, each sample scaled by its max, as CorDA does). Their
+    per-layer ``fn`` then receives the layer's statistic as ``calibration=``. ``prepare``, if set,
+    runs once over all layers before the per-layer calls: ``prepare(plans, stats, config) -> plans``
+    (EVA redistributes ranks there and drops layers that get rank 0).
+    """
 
     name: str
     fn: InitFn
@@ -23,17 +33,34 @@ class Initialiser:
     moves_base: bool  # True: subtracts ΔW₀ from W0 (saved as a rank-2r plain LoRA for PEFT)
     needs_svd: bool = False
     options: dict = field(default_factory=dict)  # {option: default} read from LoRAConfig.options
+    collects: str | None = None  # None | "gradient" | "inputs" | "inputs-normalised"
+    prepare: Callable[..., Any] | None = None
+
+    @property
+    def needs_calibration(self) -> bool:
+        """True when the initialiser reads calibration batches (``rankwise.adapt(..., calibration=...)``)."""
+        return self.collects is not None
 
 
 INITIALISERS: dict[str, Initialiser] = {}
 
 
 def register_initialiser(name: str, paper: str, moves_base: bool = False, needs_svd: bool = False,
-                         options: dict | None = None):
-    """Decorator: register ``fn`` under ``name``; ``options`` declares its ``LoRAConfig.options`` defaults."""
+                         options: dict | None = None, collects: str | None = None,
+                         prepare: Callable[..., Any] | None = None):
+    """Decorator: register ``fn`` under ``name``; ``options`` declares its ``LoRAConfig.options`` defaults.
+
+    ``collects`` (see :class:`Initialiser`) marks a data-driven initialiser; it gets the option
+    ``calibration_batches`` (how many batches to read; None: all) declared automatically.
+    """
+    if collects not in COLLECTS:
+        raise ValueError(f"collects must be one of {COLLECTS}, got {collects!r}")
+    options = dict(options or {})
+    if collects is not None:
+        options.setdefault("calibration_batches", None)
 
     def deco(fn: InitFn) -> InitFn:
-        INITIALISERS[name] = Initialiser(name, fn, paper, moves_base, needs_svd, dict(options or {}))
+        INITIALISERS[name] = Initialiser(name, fn, paper, moves_base, needs_svd, options, collects, prepare)
         return fn
 
     return deco

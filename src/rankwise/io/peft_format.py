@@ -55,13 +55,14 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
         delta, geo = adapter.delta, host.geometry
         if not hasattr(delta, "lora_A"):
             raise AdapterFileError(f"adapter {name!r} on {layer!r} is a {type(delta).__name__}; the PEFT format holds "
-                                   "LoRA/DoRA, VeRA, RandLoRA, HRA and FourierFT adapters only — save it with "
-                                   "format='rankwise'")
-        a, b = delta.lora_A.detach(), delta.lora_B.detach()
+                                   "LoRA/DoRA (and LoRA-shaped forms), VeRA, RandLoRA, HRA and FourierFT adapters "
+                                   "only — save it with format='rankwise'")
+        b, a = _lora_pair(delta)
         rank, alpha = delta.rank, config.alpha_for(layer)
         if delta.moves_base:  # express relative to the public W0: rank 2r, same scale
-            a = torch.cat([a, -delta.lora_A_init], 0)
-            b = torch.cat([b, delta.lora_B_init], 1)
+            b0, a0 = _lora_pair(delta, initial=True)
+            a = torch.cat([a, -a0], 0)
+            b = torch.cat([b, b0], 1)
             rank, alpha = 2 * rank, alpha * (math.sqrt(2) if config.rslora else 2)
         ranks[layer], alphas[layer] = rank, alpha
         kinds.add(geo.kind)
@@ -91,6 +92,15 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
     }
     write_tensors(folder / WEIGHTS[0], tensors, metadata={"format": "pt"})
     write_json(folder / CONFIG, cfg)
+
+
+def _lora_pair(delta, initial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, A) with ΔW = s·B·A; a parameterisation with more structure (an r×r core) provides ``lora_factors``."""
+    if hasattr(delta, "lora_factors"):
+        return delta.lora_factors(initial)
+    if initial:
+        return delta.lora_B_init, delta.lora_A_init
+    return delta.lora_B.detach(), delta.lora_A.detach()
 
 
 _UNSUPPORTED = {  # PEFT options that change the math in ways rankwise does not implement
