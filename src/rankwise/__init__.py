@@ -24,6 +24,7 @@ from .core.api import (
     unmerge,
 )
 from .core.contract import Adapter, Parameterisation, Wrapper
+from .adapters import prune_gates, set_rank
 from .core.summary import summary
 from .errors import AdapterFileError, AdapterStateError, ConfigError, RankwiseError, TargetError
 from .io import load_adapter, save_adapter
@@ -37,4 +38,5 @@ __all__ = [
     "Adapter", "Parameterisation", "Wrapper", "summary", "save_adapter", "load_adapter", "param_groups",
     "TrainingSchedule", "ComposedSchedule", "Method", "methods", "method_config", "get_method", "register_method",
     "RankwiseError", "ConfigError", "TargetError", "AdapterStateError", "AdapterFileError",
+    "set_rank", "prune_gates",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,6 +32,10 @@ from .payload import Payload
 PREFIX = "base_model.model."
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+# Other PEFT adapter types: peft_type -> reader(folder, cfg) -> Payload, and rankwise parameterisation ->
+# writer(model, folder, name); registered by the modules that implement them (e.g. io/peft_adalora.py).
+PEFT_READERS: dict[str, Callable[[Path, dict], Payload]] = {}
+PEFT_WRITERS: dict[str, Callable[[nn.Module, Path, str], None]] = {}
 _SUFFIXES = {
     ".lora_A.weight": "A", ".lora_B.weight": "B", ".lora_embedding_A": "A", ".lora_embedding_B": "B",
     ".lora_magnitude_vector": "M", ".lora_magnitude_vector.weight": "M", ".base_layer.weight": "W",
@@ -40,6 +45,8 @@ _SUFFIXES = {
 def save_peft(model: nn.Module, folder: Path, name: str) -> None:
     """Write adapter ``name`` as a PEFT LoRA folder that ``peft.PeftModel.from_pretrained`` loads."""
     config = api.adapter_config(model, name)
+    if config.parameterisation in PEFT_WRITERS:
+        return PEFT_WRITERS[config.parameterisation](model, folder, name)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
@@ -54,6 +61,14 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
                                    "LoRA/DoRA adapters only — save it with format='rankwise'")
         a, b = delta.lora_A.detach(), delta.lora_B.detach()
         rank, alpha = delta.rank, config.alpha_for(layer)
+        export = getattr(delta, "lora_export", None)
+        if export is not None:  # a LoRA-shaped variant (SoRA, DyLoRA): the plain-LoRA factors of the same ΔW
+            if delta.moves_base:
+                raise AdapterFileError(f"adapter {name!r} on {layer!r}: {type(delta).__name__} with an init that moved "
+                                       "W0 has no PEFT form; save it with format='rankwise'")
+            a, b, scale = export()
+            rank = a.shape[0]
+            alpha = scale * (math.sqrt(rank) if config.rslora else rank)
         if delta.moves_base:  # express relative to the public W0: rank 2r, same scale
             a = torch.cat([a, -delta.lora_A_init], 0)
             b = torch.cat([b, delta.lora_B_init], 1)
@@ -98,6 +113,8 @@ def read_peft(folder: Path) -> Payload:
     """Parse a PEFT LoRA/rsLoRA/DoRA folder; per-layer rank from the tensors, α from PEFT's patterns."""
     cfg_path = folder / CONFIG
     cfg = read_json(cfg_path)
+    if cfg.get("peft_type") in PEFT_READERS:
+        return PEFT_READERS[cfg["peft_type"]](folder, cfg)
     if cfg.get("peft_type") != "LORA":
         raise AdapterFileError(f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not supported; rankwise reads "
                                "PEFT LoRA/rsLoRA/DoRA adapters (peft_type 'LORA')")
