@@ -8,6 +8,7 @@
 """
 
 from ._version import __version__
+from .adapters import prune_gates, set_rank
 from .config import LoRAConfig
 from .core.api import (
     active_adapters,
@@ -24,7 +25,6 @@ from .core.api import (
     unmerge,
 )
 from .core.contract import Adapter, Parameterisation, Wrapper
-from .adapters import prune_gates, set_rank
 from .core.summary import summary
 from .errors import AdapterFileError, AdapterStateError, ConfigError, RankwiseError, TargetError
 from .io import load_adapter, save_adapter

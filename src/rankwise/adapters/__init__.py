@@ -1,7 +1,9 @@
 """Parameterisations of ΔW (one file each) and wrappers that combine ΔW with W0."""
 
-from . import catalogue  # noqa: F401  (registers the LoRA-family methods)
-from . import catalogue_adaptive  # noqa: F401  (gradient rules and rank-adaptive methods)
+from . import (
+    catalogue,  # noqa: F401  (registers the LoRA-family methods)
+    catalogue_adaptive,  # noqa: F401  (gradient rules and rank-adaptive methods)
+)
 from .adalora import AdaLoRA
 from .dora import DoRA
 from .dylora import DyLoRA, set_rank

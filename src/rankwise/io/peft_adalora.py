@@ -35,7 +35,7 @@ def save_peft_adalora(model: nn.Module, folder: Path, name: str) -> None:
             continue
         d = host[name].delta
         if not isinstance(d, AdaLoRA):
-            raise AdapterFileError(f"layer {layer!r} of adapter {name!r} is not AdaLoRA; cannot write a PEFT AdaLoRA file")
+            raise AdapterFileError(f"layer {layer!r} of adapter {name!r} is not AdaLoRA; cannot write PEFT AdaLoRA")
         if d.moves_base:
             raise AdapterFileError(f"adapter {name!r}: an init that moved W0 has no PEFT AdaLoRA form")
         keep = d.rank_mask
@@ -52,7 +52,8 @@ def save_peft_adalora(model: nn.Module, folder: Path, name: str) -> None:
     opts = {k: config.option(k) for k in ADALORA_OPTIONS}
     cfg = {
         "peft_type": "ADALORA", "task_type": None, "r": 8, "init_r": ranks.pop(), "lora_alpha": config.alpha,
-        "target_modules": sorted(k.removesuffix(".lora_E") for k in pattern), "exclude_modules": None, **opts, "rank_pattern": pattern if pruned else None, "alpha_pattern": {},
+        "target_modules": sorted(k.removesuffix(".lora_E") for k in pattern), "exclude_modules": None, **opts,
+        "rank_pattern": pattern if pruned else None, "alpha_pattern": {},
         "lora_dropout": config.dropout, "use_rslora": False, "use_dora": False, "fan_in_fan_out": kinds == {"conv1d"},
         "bias": "none", "init_lora_weights": True, "modules_to_save": None, "inference_mode": True,
         "base_model_name_or_path": getattr(getattr(model, "config", None), "_name_or_path", None) or None,
