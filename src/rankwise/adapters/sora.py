@@ -18,6 +18,7 @@ holds a SoRA adapter. Trainable parameters per m×n layer: r·(m + n) + r.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -60,30 +61,36 @@ class SoRA(LoRA):
         return self.lora_A.detach(), (self.lora_B * self.gate).detach(), self.scale
 
     @torch.no_grad()
-    def prune(self) -> int:
-        """Drop the components whose gate is exactly 0 (ΔW unchanged); returns the new rank (≥ 1)."""
+    def prune(self, scale_for: Callable[[int], float] | None = None) -> int:
+        """Drop the components whose gate is exactly 0, keeping ΔW; returns the new rank (≥ 1).
+
+        ``scale_for(rank)`` is the config's scale at the new rank (α/r' or α/√r'); B is rescaled by
+        s/s' so that ΔW is unchanged and a saved file (which records α, not s) loads back exactly.
+        """
         keep = (self.gate != 0).nonzero().view(-1)
         if keep.numel() == 0:
             keep = torch.zeros(1, dtype=torch.long, device=self.gate.device)  # a zero ΔW of rank 1
         if keep.numel() == self.rank:
             return self.rank
+        new_rank = int(keep.numel())
+        new_scale = scale_for(new_rank) if scale_for is not None else self.scale
         grad = self.gate.requires_grad
         self.lora_A = nn.Parameter(self.lora_A[keep].clone(), requires_grad=grad)
-        self.lora_B = nn.Parameter(self.lora_B[:, keep].clone(), requires_grad=grad)
+        self.lora_B = nn.Parameter(self.lora_B[:, keep] * (self.scale / new_scale), requires_grad=grad)
         self.gate = nn.Parameter(self.gate[keep].clone(), requires_grad=grad)
-        self.rank = int(keep.numel())
+        self.rank, self.scale = new_rank, new_scale
         return self.rank
 
 
-def sora_deltas(model: nn.Module, name: str | None = None) -> list[tuple[str, SoRA]]:
-    """(layer, SoRA parameterisation) of adapter ``name`` (default: every active adapter)."""
+def sora_deltas(model: nn.Module, name: str | None = None) -> list[tuple[str, SoRA, Any]]:
+    """(layer, SoRA parameterisation, config) of adapter ``name`` (default: every active adapter)."""
     from ..core.api import hosts
 
     out = []
     for layer, _, host in hosts(model):
         for n, adapter in host.items():
             if (name is None and n in host.active or n == name) and isinstance(adapter.delta, SoRA):
-                out.append((layer, adapter.delta))
+                out.append((layer, adapter.delta, host.config[n]))
     return out
 
 
@@ -93,7 +100,8 @@ def prune_gates(model: nn.Module, name: str | None = None) -> dict[str, int]:
     Call it after training and before ``save_adapter`` so the file holds only the surviving rank;
     the parameters are new tensors, so build a new optimizer if training continues.
     """
-    return {layer: delta.prune() for layer, delta in sora_deltas(model, name)}
+    return {layer: d.prune(lambda r, c=cfg, n=layer: c.scale(r, c.alpha_for(n))) for layer, d, cfg in
+            sora_deltas(model, name)}
 
 
 class SoRASchedule(TrainingSchedule):
@@ -104,7 +112,7 @@ class SoRASchedule(TrainingSchedule):
     """
 
     def __init__(self, model: nn.Module, config: Any, total_steps: int = 0, name: str | None = None):
-        self.deltas = [d for _, d in sora_deltas(model, name)]
+        self.deltas = [d for _, d, _ in sora_deltas(model, name)]
         self.lam = float(config.option("sora_lambda"))
 
     def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
