@@ -91,3 +91,22 @@ register_method(
     "allora", "adapter", "ALLoRA: Adaptive Learning Rate Mitigates LoRA Fatal Flaws (arXiv 2410.09692)",
     _allora_config, formula="ΔW = B·A (no α, no dropout); ∇θ_i ← ∇θ_i / √(‖θ_i‖² + 1/η²) per row",
     trainable="r·(m+n)", mergeable=True, peft=True, schedule=_allora)
+
+
+def _lift_config(**overrides: Any):
+    from ..sparse.lift import LIFTConfig
+
+    return LIFTConfig(**overrides)
+
+
+def _lift(model, config, total_steps):
+    from ..sparse.lift import lift
+
+    return lift(model, config)  # applying LIFT *is* building its schedule: it unfreezes W's principal entries
+
+
+register_method(
+    "lift", "adapter", "LIFT the Veil for the Truth: Principal Weights Emerge after Rank Reduction for "
+    "Reasoning-Focused Supervised Fine-Tuning (arXiv 2506.00772)", _lift_config,
+    formula="train W only on the r·(m+n) largest entries of |W_k| (rank-k SVD of W), mask refreshed every K steps",
+    trainable="r·(m+n) entries of W", mergeable=None, peft=False, schedule=_lift)
