@@ -43,7 +43,7 @@ def test_default_init_is_peft_init():
 
 def _peft_pair():
     """A PEFT AdaLoRA model and a rankwise model loaded from its (initial) PEFT file."""
-    base = tiny_llama()
+    base = tiny_llama(layers=1)
     cfg = peft.AdaLoraConfig(init_r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                              total_step=STEPS, tinit=OPTS["tinit"], tfinal=OPTS["tfinal"], target_r=OPTS["target_r"])
     pm = peft.get_peft_model(copy.deepcopy(base), cfg)
@@ -101,7 +101,7 @@ def test_training_matches_peft_step_for_step_and_files_round_trip_both_ways(tmp_
 
 def test_native_round_trip_merge_and_exact_resume(tmp_path):
     torch.manual_seed(0)
-    base = tiny_llama()
+    base = tiny_llama(layers=1)
     cfg = rankwise.method_config("adalora", rank=4, targets=["q_proj", "v_proj"], options=OPTS)
     x = ids()
 
