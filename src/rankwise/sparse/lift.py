@@ -167,7 +167,7 @@ class LIFTSchedule(TrainingSchedule):
                         v.mul_(weight_mask.to(v.dtype))
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"config": asdict(self.config)}
+        state: dict[str, Any] = {}
         for layer in self.layers:
             state[f"{layer.name}.idx"] = layer.idx.clone()
             state[f"{layer.name}.touched"] = layer.touched.clone()
