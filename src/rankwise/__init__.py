@@ -7,7 +7,9 @@
     merged = rankwise.merge_and_unload(model)
 """
 
+from . import sparse  # noqa: F401  (LIFT: rankwise.sparse.lift)
 from ._version import __version__
+from .adapters import prune_gates, set_rank
 from .config import LoRAConfig
 from .core.api import (
     active_adapters,
@@ -39,4 +41,5 @@ __all__ = [
     "TrainingSchedule", "ComposedSchedule", "Method", "methods", "method_config", "get_method", "register_method",
     "RankwiseError", "ConfigError", "TargetError", "AdapterStateError", "AdapterFileError",
     "reparameterize", "ReparamConfig",
+    "set_rank", "prune_gates",
 ]

@@ -104,7 +104,8 @@ class LoRAConfig:
         if self.dora and not getattr(form, "supports_dora", True):
             raise ConfigError(f"parameterisation={self.parameterisation!r} is not an additive update, so DoRA's "
                               "magnitude/direction wrapper does not apply; set dora=False")
-        allowed = {**get_initialiser(self.init).options, **PARAMETERISATION_OPTIONS.get(self.parameterisation, {})}
+        allowed = {**get_initialiser(self.init).options, **PARAMETERISATION_OPTIONS.get(self.parameterisation, {}),
+                   **_rule_options()}
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:
             raise ConfigError(f"unknown options {unknown} for parameterisation={self.parameterisation!r}, "
@@ -129,7 +130,8 @@ class LoRAConfig:
         """The value of method option ``key``: the user's, else the declaring component's default."""
         if key in self.options:
             return self.options[key]
-        defaults = {**get_initialiser(self.init).options, **_parameterisation_options(self.parameterisation)}
+        defaults = {**get_initialiser(self.init).options, **_parameterisation_options(self.parameterisation),
+                    **_rule_options()}
         if key not in defaults:
             raise ConfigError(f"option {key!r} is not declared by parameterisation={self.parameterisation!r} "
                               f"or init={self.init!r}")
@@ -173,6 +175,13 @@ def _parameterisation_options(name: str) -> dict[str, Any]:
     from .core.registry import PARAMETERISATION_OPTIONS
 
     return PARAMETERISATION_OPTIONS.get(name, {})
+
+
+def _rule_options() -> dict[str, Any]:
+    """Options of the gradient rules (``core.registry.RULE_OPTIONS``), allowed with any parameterisation."""
+    from .core.registry import RULE_OPTIONS
+
+    return {k: v for opts in RULE_OPTIONS.values() for k, v in opts.items()}
 
 
 def _check_rank(name: str, r: Any) -> None:

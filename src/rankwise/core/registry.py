@@ -22,17 +22,25 @@ from ..adapters import (
     svft,
     vera,
 )
+from ..adapters.adalora import ADALORA_OPTIONS, AdaLoRA
 from ..adapters.bca import CoreLoRA, LoRAXS
 from ..adapters.dora import DoRA
+from ..adapters.dylora import DYLORA_OPTIONS, DyLoRA
 from ..adapters.lora import LoRA
+from ..adapters.sora import SORA_OPTIONS, SoRA
 from .context import BuildContext
 from .contract import Parameterisation, Wrapper
 from .geometry import LayerGeometry
 
 # name -> fn(geometry, rank, scale, dtype, device[, ctx=BuildContext]) -> Parameterisation
-PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {"lora": LoRA, "bca": CoreLoRA, "lora-xs": LoRAXS}
+PARAMETERISATIONS: dict[str, Callable[..., Parameterisation]] = {
+    "lora": LoRA, "bca": CoreLoRA, "lora-xs": LoRAXS, "adalora": AdaLoRA, "sora": SoRA, "dylora": DyLoRA}
 # name -> {option: default}: the ``LoRAConfig.options`` keys each parameterisation reads
-PARAMETERISATION_OPTIONS: dict[str, dict[str, object]] = {"lora": {}, "bca": {}, "lora-xs": {}}
+PARAMETERISATION_OPTIONS: dict[str, dict[str, object]] = {
+    "lora": {}, "bca": {}, "lora-xs": {}, "adalora": ADALORA_OPTIONS, "sora": SORA_OPTIONS, "dylora": DYLORA_OPTIONS}
+# training rule -> {option: default}: ``LoRAConfig.options`` keys read by gradient rules that work with any
+# parameterisation (rankwise.optim: LoRA-Pro, AltLoRA, ALLoRA). Always allowed; prefixed by the rule's name.
+RULE_OPTIONS: dict[str, dict[str, object]] = {}
 
 
 def register_parameterisation(name: str, builder: Callable[..., Parameterisation],

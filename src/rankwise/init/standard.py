@@ -11,10 +11,16 @@ from .registry import register_initialiser
 
 @register_initialiser("default", paper="LoRA, Hu et al., arXiv 2106.09685")
 def init_default(delta, w0: torch.Tensor, **_) -> bool:
-    """A ~ Kaiming-uniform(a=√5), B = 0 (PEFT's default). For embeddings, as PEFT: A = 0, B ~ N(0, 1)."""
+    """A ~ Kaiming-uniform(a=√5), B = 0 (PEFT's default). For embeddings, as PEFT: A = 0, B ~ N(0, 1).
+
+    A parameterisation with its own reference init (AdaLoRA's P·Λ·Q) provides ``reset_default()``.
+    """
     own = delta.default_init(w0)  # forms with a paper-given start (VeRA, SVFit, HRA, …)
     if own is not None:
         return own
+    if hasattr(delta, "reset_default"):
+        delta.reset_default()
+        return False
     with torch.no_grad():
         if delta.geometry.kind == "embedding":
             delta.lora_A.zero_()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,6 +34,10 @@ from .peft_methods import PEFT_TYPES, read_peft_method, save_peft_method
 PREFIX = "base_model.model."
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+# Other PEFT adapter types: peft_type -> reader(folder, cfg) -> Payload, and rankwise parameterisation ->
+# writer(model, folder, name); registered by the modules that implement them (e.g. io/peft_adalora.py).
+PEFT_READERS: dict[str, Callable[[Path, dict], Payload]] = {}
+PEFT_WRITERS: dict[str, Callable[[nn.Module, Path, str], None]] = {}
 _SUFFIXES = {
     ".lora_A.weight": "A", ".lora_B.weight": "B", ".lora_embedding_A": "A", ".lora_embedding_B": "B",
     ".lora_magnitude_vector": "M", ".lora_magnitude_vector.weight": "M", ".base_layer.weight": "W",
@@ -44,6 +49,8 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
     config = api.adapter_config(model, name)
     if config.parameterisation in PEFT_METHODS:  # VeRA, RandLoRA, HRA, FourierFT
         return save_peft_method(model, folder, name)
+    if config.parameterisation in PEFT_WRITERS:
+        return PEFT_WRITERS[config.parameterisation](model, folder, name)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
@@ -59,6 +66,14 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
                                    "only — save it with format='rankwise'")
         b, a = _lora_pair(delta)
         rank, alpha = delta.rank, config.alpha_for(layer)
+        export = getattr(delta, "lora_export", None)
+        if export is not None:  # a LoRA-shaped variant (SoRA, DyLoRA): the plain-LoRA factors of the same ΔW
+            if delta.moves_base:
+                raise AdapterFileError(f"adapter {name!r} on {layer!r}: {type(delta).__name__} with an init that moved "
+                                       "W0 has no PEFT form; save it with format='rankwise'")
+            a, b, scale = export()
+            rank = a.shape[0]
+            alpha = scale * (math.sqrt(rank) if config.rslora else rank)
         if delta.moves_base:  # express relative to the public W0: rank 2r, same scale
             b0, a0 = _lora_pair(delta, initial=True)
             a = torch.cat([a, -a0], 0)
@@ -115,6 +130,8 @@ def read_peft(folder: Path) -> Payload:
     cfg = read_json(cfg_path)
     if cfg.get("peft_type") in PEFT_TYPES:
         return read_peft_method(folder, cfg, cfg_path)
+    if cfg.get("peft_type") in PEFT_READERS:
+        return PEFT_READERS[cfg["peft_type"]](folder, cfg)
     if cfg.get("peft_type") != "LORA":
         raise AdapterFileError(f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not supported; rankwise reads "
                                f"PEFT LoRA/rsLoRA/DoRA adapters (peft_type 'LORA') and {sorted(PEFT_TYPES)}")

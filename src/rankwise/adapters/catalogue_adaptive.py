@@ -1,0 +1,112 @@
+"""Catalogue entries for gradient rules (LoRA-Pro, AltLoRA, ALLoRA) and rank-adaptive adapters
+(AdaLoRA, SoRA, DyLoRA). Each names a ``LoRAConfig`` preset and the ``TrainingSchedule`` that acts
+during training; schedules are imported when first built (the optim package imports the core)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from ..config import LoRAConfig
+from ..methods import register_method
+
+
+def _preset(axes: dict[str, Any], **overrides: Any) -> LoRAConfig:
+    if "options" in overrides and "options" in axes:
+        overrides["options"] = {**axes["options"], **overrides["options"]}
+    return LoRAConfig(**{**axes, **overrides})
+
+
+def _allora_config(**overrides: Any) -> LoRAConfig:
+    """ALLoRA has no scale and no dropout: α = r (s = 1) unless the user sets α."""
+    cfg = LoRAConfig(**{"dropout": 0.0, **overrides})
+    if "alpha" not in overrides:
+        cfg.alpha = float(cfg.rank)
+    return cfg
+
+
+def _adalora(model, config, total_steps):
+    from .adalora_schedule import AdaLoRASchedule
+
+    return AdaLoRASchedule(model, config, total_steps)
+
+
+def _sora(model, config, total_steps):
+    from .sora import SoRASchedule
+
+    return SoRASchedule(model, config, total_steps)
+
+
+def _dylora(model, config, total_steps):
+    from .dylora import DyLoRASchedule
+
+    return DyLoRASchedule(model, config, total_steps)
+
+
+def _lora_pro(model, config, total_steps):
+    from ..optim.lora_pro import LoRAProRule
+
+    return LoRAProRule(model, config, total_steps)
+
+
+def _altlora(model, config, total_steps):
+    from ..optim.altlora import AltLoRARule
+
+    return AltLoRARule(model, config, total_steps)
+
+
+def _allora(model, config, total_steps):
+    from ..optim.allora import ALLoRARule
+
+    return ALLoRARule(model, config, total_steps)
+
+
+register_method(
+    "adalora", "adapter", "AdaLoRA: Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (arXiv 2303.10512)",
+    partial(_preset, {"parameterisation": "adalora", "rank": 12}),
+    formula="ΔW = α/(r+1e-5)·P·diag(λ)·Q; triplets pruned by EMA importance on a cubic budget; ‖PᵀP−I‖+‖QQᵀ−I‖",
+    trainable="r·(m+n) + r (r = init_r; pruned triplets stay allocated)", mergeable=True, peft=True,
+    schedule=_adalora)
+register_method(
+    "sora", "adapter", "Sparse Low-rank Adaptation of Pre-trained Language Models (arXiv 2311.11696)",
+    partial(_preset, {"parameterisation": "sora"}),
+    formula="ΔW = s·B·diag(g)·A; g ← sign(g)·max(|g| − η·λ, 0) after each step; zero gates pruned",
+    trainable="r·(m+n) + r", mergeable=True, peft=False, schedule=_sora)
+register_method(
+    "dylora", "adapter", "DyLoRA: Parameter-Efficient Tuning of Pre-trained Models using Dynamic Search-Free "
+    "Low-Rank Adaptation (arXiv 2210.07558)", partial(_preset, {"parameterisation": "dylora"}),
+    formula="ΔW_b = (α/b)·B[:, :b]·A[:b], b ~ U{1..r} per step; any b ≤ r after training (rankwise.set_rank)",
+    trainable="r·(m+n)", mergeable=True, peft=False, schedule=_dylora)
+register_method(
+    "lora-pro", "adapter", "LoRA-Pro: Are Low-Rank Adapters Properly Optimized? (arXiv 2407.18242)",
+    partial(_preset, {}),
+    formula="gA′ = (BᵀB)⁻¹gA/s² + XA, gB′ = (I−B(BᵀB)⁻¹Bᵀ)gB(AAᵀ)⁻¹/s² − BX, X from a Sylvester equation",
+    trainable="r·(m+n)", mergeable=True, peft=True, schedule=_lora_pro)
+register_method(
+    "altlora", "adapter", "AltLoRA: Towards Better Gradient Approximation in Low-Rank Adaptation with Alternating "
+    "Projections (arXiv 2505.12455)", partial(_preset, {}),
+    formula="alternate gB′ = gB(AAᵀ)⁻¹/s² and gA′ = (BᵀB)⁻¹gA/s², one factor per step",
+    trainable="r·(m+n)", mergeable=True, peft=True, schedule=_altlora)
+register_method(
+    "allora", "adapter", "ALLoRA: Adaptive Learning Rate Mitigates LoRA Fatal Flaws (arXiv 2410.09692)",
+    _allora_config, formula="ΔW = B·A (no α, no dropout); ∇θ_i ← ∇θ_i / √(‖θ_i‖² + 1/η²) per row",
+    trainable="r·(m+n)", mergeable=True, peft=True, schedule=_allora)
+
+
+def _lift_config(**overrides: Any):
+    from ..sparse.lift import LIFTConfig
+
+    return LIFTConfig(**overrides)
+
+
+def _lift(model, config, total_steps):
+    from ..sparse.lift import lift
+
+    return lift(model, config)  # applying LIFT *is* building its schedule: it unfreezes W's principal entries
+
+
+register_method(
+    "lift", "adapter", "LIFT the Veil for the Truth: Principal Weights Emerge after Rank Reduction for "
+    "Reasoning-Focused Supervised Fine-Tuning (arXiv 2506.00772)", _lift_config,
+    formula="train W only on the r·(m+n) largest entries of |W_k| (rank-k SVD of W), mask refreshed every K steps",
+    trainable="r·(m+n) entries of W", mergeable=None, peft=False, schedule=_lift)
