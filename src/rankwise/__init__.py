@@ -7,6 +7,7 @@
     merged = rankwise.merge_and_unload(model)
 """
 
+from . import compress  # noqa: F401  (subpackage: rankwise.compress.plan/apply/save/load)
 from ._version import __version__
 from .config import LoRAConfig
 from .core.api import (
@@ -29,7 +30,6 @@ from .errors import AdapterFileError, AdapterStateError, ConfigError, RankwiseEr
 from .io import load_adapter, save_adapter
 from .methods import Method, get_method, method_config, methods, register_method
 from .optim import param_groups
-from . import compress  # noqa: E402  (subpackage: rankwise.compress.plan/apply/save/load)
 from .schedule import ComposedSchedule, TrainingSchedule
 
 __all__ = [

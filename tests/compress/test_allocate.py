@@ -11,7 +11,7 @@ from rankwise.errors import ConfigError
 SHAPES = [(64, 64), (32, 96), (96, 32), (48, 48)]
 G = torch.Generator().manual_seed(0)
 SIGMAS = [torch.sort(torch.rand(min(s), generator=G, dtype=torch.float64) ** p, descending=True).values
-          for s, p in zip(SHAPES, [1, 4, 8, 0.2])]
+          for s, p in zip(SHAPES, [1, 4, 8, 0.2], strict=True)]
 
 
 def test_kept_params_and_budget():
@@ -30,7 +30,7 @@ def test_uniform_is_the_rank_formula_and_fits(ratio):
     assert ranks == [math.floor((1 - ratio) * m * n / (m + n)) for m, n in SHAPES]
     assert al.achieved_ratio(SHAPES, ranks) >= ratio
     # one more direction anywhere would exceed that layer's share
-    for (m, n), k in zip(SHAPES, ranks):
+    for (m, n), k in zip(SHAPES, ranks, strict=True):
         assert (k + 1) * (m + n) > (1 - ratio) * m * n
 
 
@@ -38,10 +38,10 @@ def test_uniform_is_the_rank_formula_and_fits(ratio):
 @pytest.mark.parametrize("rule", ["energy", "welore"])
 def test_spectral_allocations_fit_the_budget_tightly(rule, ratio):
     ranks = getattr(al, rule)(SIGMAS, SHAPES, ratio)
-    kept = sum(al.kept_params(s, k) for s, k in zip(SHAPES, ranks))
+    kept = sum(al.kept_params(s, k) for s, k in zip(SHAPES, ranks, strict=True))
     assert kept <= al.budget(SHAPES, ratio)
     assert al.achieved_ratio(SHAPES, ranks) < ratio + 0.1  # not wastefully below budget
-    assert all(k is None or 1 <= k <= min(s) for s, k in zip(SHAPES, ranks))
+    assert all(k is None or 1 <= k <= min(s) for s, k in zip(SHAPES, ranks, strict=True))
 
 
 def test_welore_keeps_flat_spectra_dense_and_cuts_fast_decaying_ones():

@@ -34,7 +34,8 @@ def apply(model: nn.Module, plan: Plan) -> nn.Module:
         try:
             module = model.get_submodule(lp.name)
         except AttributeError as e:
-            raise ConfigError(f"the plan's layer {lp.name!r} is not in {type(model).__name__}; plan on this model") from e
+            raise ConfigError(f"the plan's layer {lp.name!r} is not in {type(model).__name__}; "
+                              "plan on this model") from e
         if isinstance(module, LowRankLinear):
             raise ConfigError(f"{lp.name!r} is already compressed; densify the model first or plan again")
         if not hasattr(module, "weight") or tuple(matrix(module).shape) != tuple(lp.shape):

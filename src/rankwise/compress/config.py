@@ -54,7 +54,8 @@ class CompressConfig:
         if self.sensitivity_batches < 1:
             raise ConfigError(f"sensitivity_batches must be ≥ 1, got {self.sensitivity_batches}")
         if not self.sensitivity_fractions or not all(0 < f < 1 for f in self.sensitivity_fractions):
-            raise ConfigError(f"sensitivity_fractions must be kept fractions in (0, 1), got {self.sensitivity_fractions}")
+            raise ConfigError("sensitivity_fractions must be kept fractions in (0, 1), "
+                              f"got {self.sensitivity_fractions}")
         self.exclude = tuple(self.exclude)
         self.sensitivity_fractions = tuple(self.sensitivity_fractions)
 

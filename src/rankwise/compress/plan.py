@@ -50,6 +50,8 @@ class Plan:
         requested_ratio: the ratio asked for (fraction of the chosen layers' parameters removed).
         layers: one :class:`LayerPlan` per chosen layer, in model order.
         config: the CompressConfig as a dict (recorded in saved folders).
+        sensitivities: per layer, the measured (rank, loss increase) pairs of a sensitivity allocation
+            (reused by ``plan(..., reuse=)``), else None.
     """
 
     method: str
@@ -57,6 +59,7 @@ class Plan:
     requested_ratio: float
     layers: list[LayerPlan]
     config: dict[str, Any] = field(default_factory=dict)
+    sensitivities: dict[str, list[tuple[int, float]]] | None = field(default=None, repr=False)
 
     @property
     def params(self) -> int:
@@ -90,7 +93,8 @@ class Plan:
         widths = list(widths)
 
         def line(cells) -> str:
-            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            pairs = enumerate(zip(cells, widths, strict=True))
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
 
         out = [f"compression plan: method={self.method}, allocation={self.allocation}",
                line(header), line(["-" * w for w in widths]), *(line(r) for r in rows),

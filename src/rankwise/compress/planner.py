@@ -73,7 +73,7 @@ def make_config(method: str = "svd", ratio: float | None = None, allocation: str
 
 def plan(model: nn.Module, ratio: float | None = None, method: str = "svd", calibration: Iterable | None = None, *,
          allocation: str | None = None, loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
-         config: CompressConfig | None = None, **options: Any) -> Plan:
+         config: CompressConfig | None = None, reuse: Plan | None = None, **options: Any) -> Plan:
     """Decide each chosen layer's rank under one parameter budget; the model is not changed.
 
     Args:
@@ -86,6 +86,9 @@ def plan(model: nn.Module, ratio: float | None = None, method: str = "svd", cali
         loss_fn: ``(model, batch) -> scalar`` for FWSVD and sensitivity; default: the model's own loss
             with labels = input ids.
         config: a full CompressConfig instead of method/ratio/allocation/options.
+        reuse: an earlier plan of the same model and method whose decompositions are reused, so trying
+            other ratios or allocations costs no new calibration pass or SVD (the spectra do not depend
+            on the ratio).
         **options: other CompressConfig fields (targets, exclude, damping, asvd_alpha, ...).
 
     Returns:
@@ -93,19 +96,25 @@ def plan(model: nn.Module, ratio: float | None = None, method: str = "svd", cali
     """
     cfg = make_config(method, ratio, allocation, config, **options)
     layers = target_layers(model, cfg.targets, cfg.exclude)
+    names = list(layers)
+    reused = _reusable(reuse, cfg, names)
+    cands = reuse.sensitivities if reused is not None and reuse.config.get("sensitivity_fractions") == list(
+        cfg.sensitivity_fractions) and reuse.config.get("sensitivity_batches") == cfg.sensitivity_batches else None
     batches = None
-    if cfg.needs_calibration:
+    if (cfg.allocation == "sensitivity" and cands is None) or (cfg.needs_calibration and reused is None):
         if calibration is None:
             raise ConfigError(f"method {cfg.method!r} with allocation {cfg.allocation!r} needs calibration batches: "
                               "pass calibration=[batch, ...]")
         batches = list(calibration)
-    stats = None
-    if cfg.method != "svd":
-        transposed = frozenset(n for n, m in layers.items() if not isinstance(m, nn.Linear))
-        stats = collect(model, layers, batches, need_fisher=cfg.needs_gradients, loss_fn=loss_fn,
-                        transposed=transposed)
-    names = list(layers)
-    spectra = [decompose(n, layers[n], cfg, stats) for n in names]
+    if reused is not None:
+        spectra = reused
+    else:
+        stats = None
+        if cfg.method != "svd":
+            transposed = frozenset(n for n, m in layers.items() if not isinstance(m, nn.Linear))
+            stats = collect(model, layers, batches, need_fisher=cfg.needs_gradients, loss_fn=loss_fn,
+                            transposed=transposed)
+        spectra = [decompose(n, layers[n], cfg, stats) for n in names]
     shapes = [tuple(matrix(layers[n]).shape) for n in names]
     sigmas = [s.sigma for s in spectra]
     if cfg.allocation == "uniform":
@@ -115,14 +124,26 @@ def plan(model: nn.Module, ratio: float | None = None, method: str = "svd", cali
     elif cfg.allocation == "welore":
         ranks = alloc.welore(sigmas, shapes, cfg.ratio)
     else:
-        cands = _sensitivities(model, layers, spectra, shapes, batches[: cfg.sensitivity_batches], cfg, loss_fn)
-        ranks = alloc.sensitivity(cands, shapes, cfg.ratio)
+        if cands is None or any(n not in cands for n in names):
+            measured = _sensitivities(model, layers, spectra, shapes, batches[: cfg.sensitivity_batches], cfg, loss_fn)
+            cands = dict(zip(names, measured, strict=True))
+        ranks = alloc.sensitivity([cands[n] for n in names], shapes, cfg.ratio)
     out = []
     for n, shape, k, sp in zip(names, shapes, ranks, spectra, strict=True):
         k = None if k is None else min(k, len(sp.sigma))
         err = 0.0 if k is None else sp.relative_error(k)
         out.append(LayerPlan(n, shape, k, shape[0] * shape[1], alloc.kept_params(shape, k), err, sp))
-    return Plan(cfg.method, cfg.allocation, cfg.ratio, out, cfg.to_dict())
+    return Plan(cfg.method, cfg.allocation, cfg.ratio, out, cfg.to_dict(), cands)
+
+
+def _reusable(reuse: Plan | None, cfg: CompressConfig, names: list[str]) -> list[Spectrum] | None:
+    if reuse is None:
+        return None
+    by_name = {lp.name: lp.spectrum for lp in reuse.layers}
+    if reuse.method != cfg.method or any(by_name.get(n) is None for n in names):
+        raise ConfigError(f"reuse= holds a {reuse.method!r} plan of other layers; it can only stand in for a "
+                          f"{cfg.method!r} plan of the same layers")
+    return [by_name[n] for n in names]
 
 
 @torch.no_grad()
@@ -138,7 +159,7 @@ def _sensitivities(model, layers, spectra, shapes, batches, cfg, loss_fn) -> lis
     try:
         base = _mean_loss(model, batches, loss_fn)
         out = []
-        for (name, module), sp, (m, n) in zip(layers.items(), spectra, shapes, strict=True):
+        for module, sp, (m, n) in zip(layers.values(), spectra, shapes, strict=True):
             weight = module.weight
             saved = weight.detach().clone()
             cands = []
