@@ -92,6 +92,17 @@ def test_densify_merges_back():
     assert torch.allclose(dense(x), y, atol=1e-5)
 
 
+def test_residuals_carry_the_dropped_spectrum():
+    model = mlp()
+    original = copy.deepcopy(model)
+    plan = rankwise.compress.plan(model, 0.5, "svd")
+    small = rankwise.compress.apply(model, plan)
+    res = rankwise.compress.residuals(original, small)
+    lp = plan.layers[0]
+    assert torch.allclose(torch.linalg.svdvals(res["fc1"].double())[: 16 - lp.rank], lp.spectrum.sigma[lp.rank:],
+                          atol=1e-5)
+
+
 def test_activation_error_identity_through_the_calibration_hooks():
     model = mlp()
     batches = xs()

@@ -20,6 +20,7 @@ from .finetune import add_lora, finetune, freeze_except_lowrank, lowrank_paramet
 from .lowrank_linear import LowRankLinear
 from .plan import LayerPlan, Plan
 from .planner import plan, target_layers
+from .residual import residuals
 from .saving import load, save
 
 
@@ -33,4 +34,4 @@ def main(argv: list[str] | None = None) -> int:
 __all__ = ["ALLOCATIONS", "DECOMPOSITIONS", "Calibration", "CalibrationError", "CompressConfig", "LayerPlan",
            "LayerStats", "LowRankLinear", "Plan", "Spectrum", "achieved_ratio", "add_lora", "apply", "budget",
            "collect", "compressed_layers", "densify", "finetune", "freeze_except_lowrank", "kept_params", "load",
-           "lowrank_parameters", "main", "plan", "save", "target_layers"]
+           "lowrank_parameters", "main", "plan", "residuals", "save", "target_layers"]
