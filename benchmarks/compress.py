@@ -85,8 +85,11 @@ def pretrained_lm(args, data: Path):
     return model, tok, split
 
 
+EVAL_BATCHES = [20]
+
+
 def ppl(model, split) -> float:
-    return math.exp(lm_loss(model, eval_windows(split.val, 16, 128, max_batches=20)))
+    return math.exp(lm_loss(model, eval_windows(split.val, 16, 128, max_batches=EVAL_BATCHES[0])))
 
 
 def lm_part(args, data: Path) -> dict:
@@ -100,14 +103,16 @@ def lm_part(args, data: Path) -> dict:
     results = {"baseline": base, "rows": {}, "plan_s": {}}
     for method in METHODS:
         t0 = time.time()
-        first = rankwise.compress.plan(model, args.ratios[0], method, calib, sensitivity_batches=args.sens_batches)
+        first = rankwise.compress.plan(model, args.ratios[0], method, calib, sensitivity_batches=args.sens_batches,
+                                       sensitivity_fractions=tuple(args.sens_fractions))
         results["plan_s"][method] = time.time() - t0
         log(f"{method}: decomposed in {results['plan_s'][method]:.1f}s")
         for allocation in args.allocations:
             for ratio in args.ratios:
                 t0 = time.time()
                 p = rankwise.compress.plan(model, ratio, method, calib, allocation=allocation, reuse=first,
-                                           sensitivity_batches=args.sens_batches)
+                                           sensitivity_batches=args.sens_batches,
+                                           sensitivity_fractions=tuple(args.sens_fractions))
                 if allocation == "sensitivity":
                     first = p if first.sensitivities is None else first
                 small = rankwise.compress.apply(copy.deepcopy(model), p)
@@ -152,7 +157,7 @@ def minilm_part(args, data: Path) -> dict:
     model = transformers.AutoModel.from_pretrained(path).eval()
     train_s, train_y = sst2(data / "sst2" / "train.tsv", args.probe_train + args.minilm_calib)
     calib_s, probe_s, probe_y = train_s[:args.minilm_calib], train_s[args.minilm_calib:], train_y[args.minilm_calib:]
-    dev_s, dev_y = sst2(data / "sst2" / "dev.tsv", 10_000)
+    dev_s, dev_y = sst2(data / "sst2" / "dev.tsv", args.dev_limit)
     calib = [dict(tok(calib_s[i:i + 32], padding=True, truncation=True, max_length=64, return_tensors="pt"))
              for i in range(0, len(calib_s), 32)]
     ref_dev = embed(model, tok, dev_s)
@@ -223,6 +228,9 @@ def main() -> None:
     ap.add_argument("--calib-batches", type=int, default=4)
     ap.add_argument("--calib-batch", type=int, default=8)
     ap.add_argument("--sens-batches", type=int, default=1)
+    ap.add_argument("--sens-fractions", type=float, nargs="+", default=[0.8, 0.6, 0.4, 0.2])
+    ap.add_argument("--eval-batches", type=int, default=20, help="validation batches of 16×128 (shared setup: 20)")
+    ap.add_argument("--dev-limit", type=int, default=10_000, help="SST-2 dev sentences used (all 872 by default)")
     ap.add_argument("--minilm-methods", nargs="*", default=["svd", "asvd", "svd-llm"])
     ap.add_argument("--minilm-allocations", nargs="+", default=["uniform", "energy"])
     ap.add_argument("--minilm-calib", type=int, default=256)
@@ -230,6 +238,7 @@ def main() -> None:
     ap.add_argument("--skip-lm", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/compress.md")
     args = ap.parse_args()
+    EVAL_BATCHES[0] = args.eval_batches
     data = shared_data_dir()
     if data is None:
         raise SystemExit("the shared data folder (<repo>/../shared/data) is absent; this benchmark needs it")
@@ -248,7 +257,8 @@ def main() -> None:
                   f"Pretrained {args.steps} steps × 16 × 128 tokens, AdamW peak lr {args.lr}, warmup 10%, cosine to "
                   f"10%, grad clip 1.0, seed 0; baseline val ppl **{lm['baseline']:.3f}**. Calibration: "
                   f"{args.calib_batches}×{args.calib_batch} windows of 128 tokens from the training split "
-                  f"(seed 1234); sensitivity allocation measures calibration loss on {args.sens_batches} of them. "
+                  f"(seed 1234); sensitivity allocation measures calibration loss on {args.sens_batches} of them "
+                  f"at kept fractions {args.sens_fractions}. Validation: {args.eval_batches} batches of 16×128. "
                   f"Decomposition time (once per method, then reused for every ratio/allocation): " +
                   ", ".join(f"{m} {s:.1f}s" for m, s in lm["plan_s"].items()) + ".", "",
                   "| method | allocation | " + " | ".join(f"{r:.0%} ppl (achieved)" for r in args.ratios) + " |",
@@ -262,7 +272,7 @@ def main() -> None:
         lines += ["## Packaged MiniLM (all-MiniLM-L6-v2): SST-2 dev", "",
                   f"Calibration: the first {args.minilm_calib} SST-2 train sentences ({mini['calib_tokens']} tokens, "
                   f"padding excluded). Cosine: mean cosine similarity of mean-pooled embeddings to the original "
-                  f"model's on all {mini['dev']} dev sentences. Accuracy: logistic regression fitted on frozen "
+                  f"model's on the first {mini['dev']} dev sentences. Accuracy: logistic regression fitted on frozen "
                   f"embeddings of the next {args.probe_train} SST-2 train sentences, scored on dev (uniform "
                   f"allocation only); original model **{mini['baseline_acc']:.4f}**. FWSVD is left out: the "
                   "sentence encoder has no training loss of its own to take gradients from. Decomposition time: " +
