@@ -7,7 +7,10 @@
     merged = rankwise.merge_and_unload(model)
 """
 
-from . import sparse  # noqa: F401  (LIFT: rankwise.sparse.lift)
+from . import (
+    compress,  # noqa: F401  (subpackage: rankwise.compress.plan/apply/save/load)
+    sparse,  # noqa: F401  (LIFT: rankwise.sparse.lift)
+)
 from ._version import __version__
 from .adapters import prune_gates, set_rank
 from .config import LoRAConfig
