@@ -3,9 +3,10 @@
 ``adapter.safetensors`` holds each adapter's state dict under ``<layer>.<key>`` (for LoRA:
 ``delta.lora_A``, ``delta.lora_B``; DoRA adds ``wrapper.magnitude``; an init that moved W0 adds
 ``delta.lora_A_init``/``delta.lora_B_init``, so loading onto the public base model re-applies
-W0 ← W0 − ΔW₀ and training resumes exactly). ``adapter.json`` holds the config, the rankwise
-version, and per layer its kind, stored weight shape, rank and α. The JSON is written last, so a
-folder with ``adapter.json`` is complete.
+W0 ← W0 − ΔW₀ and training resumes exactly); whole modules trained with the adapter
+(``LoRAConfig.modules_to_save``) are stored as ``__modules_to_save__.<parameter name>``.
+``adapter.json`` holds the config, the rankwise version, and per layer its kind, stored weight
+shape, rank and α. The JSON is written last, so a folder with ``adapter.json`` is complete.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from .._version import __version__
 from ..config import LoRAConfig
 from ..core import api
+from ..core.saved_modules import saved_tensors
 from ..errors import AdapterFileError, ConfigError
 from .files import read_json, read_tensors, write_json, write_tensors
 from .payload import Payload
@@ -25,6 +27,7 @@ FORMAT = "rankwise.adapter"
 FORMAT_VERSION = 1
 TENSORS = "adapter.safetensors"
 META = "adapter.json"
+SAVED_PREFIX = "__modules_to_save__."
 
 
 def save_native(model: nn.Module, folder: Path, name: str) -> None:
@@ -40,6 +43,8 @@ def save_native(model: nn.Module, folder: Path, name: str) -> None:
         layers[layer] = {"kind": host.geometry.kind, "weight_shape": list(module.weight.shape),
                          "rank": adapter.delta.rank, "alpha": config.alpha_for(layer),
                          "scale": adapter.delta.scale, "moves_base": adapter.delta.moves_base}
+    for k, t in saved_tensors(model, config.modules_to_save).items():
+        tensors[SAVED_PREFIX + k] = t
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "rankwise_version": __version__,
             "adapter_name": name, "model_class": type(model).__name__, "config": config.to_dict(), "layers": layers}
     write_tensors(folder / TENSORS, tensors, metadata={"format": FORMAT})
@@ -64,6 +69,7 @@ def read_native(folder: Path) -> Payload:
         raise AdapterFileError(f"{meta_path} is malformed: {e}") from e
     flat = read_tensors(tensor_path)
     tensors: dict[str, dict] = {n: {} for n in layers}
+    module_tensors = {k[len(SAVED_PREFIX):]: flat.pop(k) for k in list(flat) if k.startswith(SAVED_PREFIX)}
     for key, t in flat.items():
         layer = _owner(key, layers)
         if layer is None:
@@ -72,7 +78,7 @@ def read_native(folder: Path) -> Payload:
     for n, ts in tensors.items():
         if not ts:
             raise AdapterFileError(f"{tensor_path} has no tensors for layer {n!r}; the file is incomplete")
-    return Payload(config, layers, tensors, tensor_path, weight_shapes=shapes)
+    return Payload(config, layers, tensors, tensor_path, weight_shapes=shapes, module_tensors=module_tensors)
 
 
 def _owner(key: str, layers: dict) -> str | None:
