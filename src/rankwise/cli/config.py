@@ -82,14 +82,14 @@ def coerce(name: str, tp: Any, value: Any, from_text: bool = False) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad()
         return float(value)
-    if origin is list:
+    if origin is list or tp is list:
         if isinstance(value, str):
             text = value.strip()
             value = _parse_scalar(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise bad()
         return [coerce(f"{name}[{i}]", args[0] if args else Any, v, from_text) for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is dict or tp is dict:
         if isinstance(value, str):
             value = _parse_scalar(value)
         if not isinstance(value, dict):
