@@ -31,8 +31,15 @@ def type_name(tp: Any) -> str:
 
 
 def _parse_scalar(text: str) -> Any:
-    import yaml
+    try:
+        import yaml
+    except ImportError:  # YAML is optional on the command line: JSON spellings still work
+        import json
 
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -103,7 +110,10 @@ def load_config(cls: type, yaml_path: str | Path | None = None, overrides: list[
     values: dict[str, Any] = {}
     types_ = field_types(cls)
     if yaml_path:
-        import yaml
+        try:
+            import yaml
+        except ImportError as e:
+            raise ConfigError("reading --config files needs PyYAML: pip install 'rankwise[cli]'") from e
 
         path = Path(yaml_path)
         if not path.is_file():
@@ -163,8 +173,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def write_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    import yaml
+    """Write the resolved config as YAML (atomically); JSON, which YAML readers accept, without PyYAML."""
+    try:
+        import yaml
 
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+        text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    except ImportError:
+        import json
+
+        text = json.dumps(to_dict(cfg), indent=2) + "\n"
     atomic_write_bytes(Path(path), text.encode())

@@ -100,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RankwiseError as e:
         print(f"rankwise {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:  # transformers / tokenizers are an extra
+        print(f"rankwise {args.command}: error: {e}. The command needs the 'cli' extra: pip install 'rankwise[cli]'",
+              file=sys.stderr)
+        return 2
     return 0
 
 
