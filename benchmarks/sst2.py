@@ -11,7 +11,8 @@ adapter (``modules_to_save``). Everything runs through ``rankwise finetune``'s c
     python benchmarks/sst2.py --methods all --sweep-lr       # every adapter method; LR grid ×{1/3, 1, 3}
 
 Results accumulate in ``--out`` (one JSON per run) and ``benchmarks/results/sst2.md`` is rewritten
-from all of them after every run.
+from all of them after every run. A run stopped with Ctrl-C saves a checkpoint and continues
+bit-identically when the script is started again with the same ``--out``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def run_one(method: str, lr: float, out: Path, threads: int) -> dict:
     import math
 
     cfg.steps = math.ceil(setup.task.batches_per_epoch / cfg.grad_accum)  # 1 epoch: 250 steps
-    run = run_method(cfg, cfg.method, Path(cfg.out), setup)
+    resume = (Path(cfg.out) / "checkpoint" / "state.json").exists()  # a run stopped with Ctrl-C continues exactly
+    run = run_method(cfg, cfg.method, Path(cfg.out), setup, resume=resume)
     row = result_dict(method, lr, run.prepared, run.result, setup)
     row.update(name=method, total_s=time.perf_counter() - t, threads=torch.get_num_threads())
     (out / "results").mkdir(parents=True, exist_ok=True)
