@@ -47,6 +47,9 @@ class LoRAConfig:
         parameterisation: the form of ΔW: ``"lora"``, ``"vera"``, ``"hra"``, … (``core.registry``).
         options: method-specific settings (e.g. a random-basis seed), each declared with its
             default by the parameterisation or initialiser that reads it; unknown keys are rejected.
+        modules_to_save: names or name suffixes of whole modules trained alongside the adapter
+            (e.g. a new classifier head), like PEFT's ``modules_to_save``; saved with the adapter.
+            rankwise trains them in place (PEFT trains a copy), so ``unload`` keeps their trained weights.
     """
 
     rank: int = 8
@@ -63,6 +66,7 @@ class LoRAConfig:
     loraplus_ratio: float | None = None
     parameterisation: str = "lora"
     options: dict[str, Any] = field(default_factory=dict)
+    modules_to_save: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         m = re.fullmatch(r"pissa_niter_(\d+)", str(self.init))
@@ -71,6 +75,9 @@ class LoRAConfig:
         if isinstance(self.exclude, str):
             self.exclude = (self.exclude,)
         self.exclude = tuple(self.exclude)
+        if isinstance(self.modules_to_save, str):
+            self.modules_to_save = (self.modules_to_save,)
+        self.modules_to_save = tuple(self.modules_to_save or ())
         if not isinstance(self.targets, str | type) and isinstance(self.targets, Sequence):
             self.targets = list(self.targets)
         self.validate()
@@ -125,6 +132,10 @@ class LoRAConfig:
             if not (isinstance(t, str) or (isinstance(t, type) and issubclass(t, nn.Module))):
                 raise ConfigError(f"target {t!r} is neither a name/regex nor an nn.Module subclass")
 
+        if not all(isinstance(m, str) and m for m in self.modules_to_save):
+            raise ConfigError(f"modules_to_save must be a list of module names or suffixes, "
+                              f"got {self.modules_to_save!r}")
+
     # ---- per-layer values -------------------------------------------------------------------
     def option(self, key: str) -> Any:
         """The value of method option ``key``: the user's, else the declaring component's default."""
@@ -155,6 +166,7 @@ class LoRAConfig:
         encode = lambda t: t if isinstance(t, str) else f"{t.__module__}:{t.__qualname__}"  # noqa: E731
         d["targets"] = [encode(t) for t in self.targets] if isinstance(self.targets, list) else encode(self.targets)
         d["exclude"] = list(self.exclude)
+        d["modules_to_save"] = list(self.modules_to_save)
         return d
 
     @classmethod

@@ -23,6 +23,7 @@ from .contract import Adapter
 from .geometry import LayerGeometry, acc_dtype
 from .host import AdapterHost
 from .registry import adapter_dtype, make_parameterisation, make_wrapper
+from .saved_modules import check_disjoint, unfreeze
 from .targeting import resolve_targets
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
@@ -104,6 +105,8 @@ def build(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dic
     config.validate()
     check_adapter_name(name)
     plans = _plan(model, config, name, layers)
+    if config.modules_to_save:
+        check_disjoint(model, config.modules_to_save, [p.name for p in plans])
     init = get_initialiser(config.init)
     if init.moves_base and layers is None:
         owners = _weight_owners(model)
@@ -154,6 +157,7 @@ def attach(model: nn.Module, plans: list[_Plan], name: str, config: LoRAConfig, 
             p.adapter.requires_grad_(False)
     if activate:
         set_active(model, name)
+        unfreeze(model, config.modules_to_save)  # whole modules trained with the adapter (a task head)
 
 
 def _plan(model: nn.Module, config: LoRAConfig, name: str, layers: dict[str, dict] | None) -> list[_Plan]:

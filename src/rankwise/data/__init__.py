@@ -1,5 +1,6 @@
-"""Data for training and evaluation: text corpora for language modelling (and, in the CLI, labelled text)."""
+"""Data for training and evaluation: text corpora for language modelling and labelled text for classification."""
 
+from .classification import LabelledRows, is_labelled_file, label_ids, read_labelled, split_rows, subset
 from .text import (
     TokenSplit,
     eval_windows,
@@ -13,4 +14,5 @@ from .text import (
 )
 
 __all__ = ["TokenSplit", "eval_windows", "load_tokenizer", "read_text", "shared_data_dir", "split_tokens",
-           "tokenize", "train_bpe", "train_windows"]
+           "tokenize", "train_bpe", "train_windows",
+           "LabelledRows", "is_labelled_file", "label_ids", "read_labelled", "split_rows", "subset"]

@@ -9,6 +9,8 @@ option with its value (the seeds included) and each layer lists the regenerated 
 under ``regenerated``, which loading checks after rebuilding them. ``adapter.json`` holds the config, the rankwise
 version, and per layer its kind, stored weight shape, rank and α. The JSON is written last, so a
 folder with ``adapter.json`` is complete.
+Whole modules trained with the adapter (``LoRAConfig.modules_to_save``) are stored as
+``__modules_to_save__.<parameter name>``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from .._version import __version__
 from ..config import LoRAConfig
 from ..core import api
+from ..core.saved_modules import saved_tensors
 from ..errors import AdapterFileError, ConfigError
 from .files import read_json, read_tensors, write_json, write_tensors
 from .payload import Payload
@@ -28,6 +31,7 @@ FORMAT = "rankwise.adapter"
 FORMAT_VERSION = 1
 TENSORS = "adapter.safetensors"
 META = "adapter.json"
+SAVED_PREFIX = "__modules_to_save__."
 
 
 def save_native(model: nn.Module, folder: Path, name: str) -> None:
@@ -50,6 +54,8 @@ def save_native(model: nn.Module, folder: Path, name: str) -> None:
             layers[layer]["regenerated"] = {k: list(v) for k, v in regenerated.items()}
     cfg = config.to_dict()
     cfg["options"] = resolved_options(config)
+    for k, t in saved_tensors(model, config.modules_to_save).items():
+        tensors[SAVED_PREFIX + k] = t
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "rankwise_version": __version__,
             "adapter_name": name, "model_class": type(model).__name__, "config": cfg, "layers": layers}
     write_tensors(folder / TENSORS, tensors, metadata={"format": FORMAT})
@@ -85,6 +91,7 @@ def read_native(folder: Path) -> Payload:
         raise AdapterFileError(f"{meta_path} is malformed: {e}") from e
     flat = read_tensors(tensor_path)
     tensors: dict[str, dict] = {n: {} for n in layers}
+    module_tensors = {k[len(SAVED_PREFIX):]: flat.pop(k) for k in list(flat) if k.startswith(SAVED_PREFIX)}
     for key, t in flat.items():
         layer = _owner(key, layers)
         if layer is None:
@@ -93,7 +100,8 @@ def read_native(folder: Path) -> Payload:
     for n, ts in tensors.items():
         if not ts:
             raise AdapterFileError(f"{tensor_path} has no tensors for layer {n!r}; the file is incomplete")
-    return Payload(config, layers, tensors, tensor_path, weight_shapes=shapes, regenerated=regenerated)
+    return Payload(config, layers, tensors, tensor_path, weight_shapes=shapes, regenerated=regenerated,
+                   module_tensors=module_tensors)
 
 
 def _owner(key: str, layers: dict) -> str | None:

@@ -31,6 +31,8 @@ class Payload:
         regenerated: ``{layer name: {state key: shape}}`` of seeded tensors rebuilt (not stored) at load.
         check_shared: ``{buffer name: tensor}``: shared bases a file carries (PEFT's VeRA/RandLoRA); each
             layer's regenerated buffer must equal the leading slice of the file's tensor.
+        module_tensors: ``{parameter name: tensor}`` of whole modules trained with the adapter
+            (``LoRAConfig.modules_to_save``), copied into the model.
         source: the file the tensors came from, for error messages.
     """
 
@@ -42,6 +44,7 @@ class Payload:
     weight_shapes: dict[str, tuple] = field(default_factory=dict)
     regenerated: dict[str, dict[str, tuple]] = field(default_factory=dict)
     check_shared: dict[str, torch.Tensor] = field(default_factory=dict)
+    module_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def apply_payload(model: nn.Module, payload: Payload, name: str, activate: bool = True) -> nn.Module:
@@ -58,6 +61,16 @@ def apply_payload(model: nn.Module, payload: Payload, name: str, activate: bool 
         if layer not in modules or tuple(modules[layer].weight.shape) != tuple(w.shape):
             raise AdapterFileError(f"{src}: base weight for layer {layer!r} has shape {tuple(w.shape)}, which does not "
                                    "match the model")
+    params = dict(model.named_parameters())
+    for pname, t in payload.module_tensors.items():
+        if pname not in params:
+            raise AdapterFileError(f"{src}: saved module parameter {pname!r} (modules_to_save) does not exist in "
+                                   f"{type(model).__name__}")
+        if tuple(params[pname].shape) != tuple(t.shape):
+            raise AdapterFileError(f"{src}: saved module parameter {pname!r} has shape {tuple(t.shape)}, the model's "
+                                   f"is {tuple(params[pname].shape)}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise AdapterFileError(f"{src}: saved module parameter {pname!r} contains NaN or inf")
     try:
         plans = api.build(model, payload.config, name, layers=payload.layers)
     except (TargetError, ConfigError) as e:
@@ -95,5 +108,7 @@ def apply_payload(model: nn.Module, payload: Payload, name: str, activate: bool 
     with torch.no_grad():
         for layer, w in payload.base_tensors.items():
             modules[layer].weight.copy_(w.to(modules[layer].weight.dtype))
+        for pname, t in payload.module_tensors.items():
+            params[pname].copy_(t.to(params[pname].dtype))
     api.attach(model, plans, name, payload.config, activate)
     return model

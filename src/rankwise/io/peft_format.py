@@ -11,6 +11,9 @@ weights as a plain LoRA of rank 2r, as PEFT's ``path_initial_model_for_weight_co
     ΔW = s·(B·A − B₀·A₀) = s·[B | B₀]·[A ; −A₀]
 
 with α changed so that the scale s is unchanged (α' = 2α, or √2·α under rsLoRA).
+
+Whole modules trained with the adapter (``modules_to_save``) are stored as PEFT does, under their
+own parameter names (``base_model.model.classifier.weight``), with the modules listed in the config.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from torch import nn
 
 from ..config import LoRAConfig, pattern_value
 from ..core import api
+from ..core.saved_modules import saved_modules, saved_tensors
+from ..core.targeting import name_matches
 from ..errors import AdapterFileError
 from .files import read_json, read_tensors, write_json, write_tensors
 from .payload import Payload
@@ -92,6 +97,9 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
         if config.dora:
             mag = adapter.wrapper.magnitude.detach()
             tensors[key + ".lora_magnitude_vector"] = mag.view(1, -1, 1, 1) if geo.kind == "conv2d" else mag
+    for k, t in saved_tensors(model, config.modules_to_save).items():
+        tensors[PREFIX + k] = t
+    to_save = sorted(saved_modules(model, config.modules_to_save)) or None
     r = max(set(ranks.values()), key=list(ranks.values()).count)  # the most common rank
     alpha = max(set(alphas.values()), key=list(alphas.values()).count)
     cfg = {
@@ -101,7 +109,7 @@ def save_peft(model: nn.Module, folder: Path, name: str) -> None:
         "alpha_pattern": {re.escape(n): v for n, v in alphas.items() if v != alpha},
         "lora_dropout": config.dropout, "use_rslora": config.rslora, "use_dora": config.dora,
         "fan_in_fan_out": kinds == {"conv1d"}, "bias": "none", "init_lora_weights": True,
-        "modules_to_save": None, "inference_mode": True, "lora_bias": False,
+        "modules_to_save": to_save, "inference_mode": True, "lora_bias": False,
         "base_model_name_or_path": getattr(getattr(model, "config", None), "_name_or_path", None) or None,
         "revision": None, "layers_to_transform": None, "layers_pattern": None,
     }
@@ -138,16 +146,22 @@ def read_peft(folder: Path) -> Payload:
     for key, neutral in _UNSUPPORTED.items():
         if cfg.get(key, neutral) not in (neutral, False, None, [], {}):
             raise AdapterFileError(f"{cfg_path}: option {key}={cfg[key]!r} is not supported by rankwise")
-    if cfg.get("modules_to_save"):
-        raise AdapterFileError(f"{cfg_path}: modules_to_save={cfg['modules_to_save']!r} (fully trained modules) is not "
-                               "supported yet; load those weights into the base model yourself")
+    to_save = list(cfg.get("modules_to_save") or [])
     weights = next((folder / w for w in WEIGHTS if (folder / w).exists()), None)
     if weights is None:
         raise AdapterFileError(f"{folder} has {CONFIG} but no {' or '.join(WEIGHTS)}")
     flat = read_tensors(weights)
     parts: dict[str, dict[str, torch.Tensor]] = {}
+    module_tensors: dict[str, torch.Tensor] = {}
+    saved_names: set[str] = set()
     for key, t in flat.items():
         body = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        body = re.sub(r"\.modules_to_save\.[^.]+\.", ".", body)  # older PEFT files keep the wrapper's path
+        owner = _saved_owner(body, to_save)
+        if owner is not None:
+            module_tensors[body] = t
+            saved_names.add(owner)
+            continue
         for suffix, role in _SUFFIXES.items():
             if body.endswith(suffix):
                 parts.setdefault(body[: -len(suffix)], {})[role] = t
@@ -159,7 +173,8 @@ def read_peft(folder: Path) -> Payload:
     alpha_default = float(cfg.get("lora_alpha", 8))
     config = LoRAConfig(rank=r_default, alpha=alpha_default, targets=sorted(parts) or "all-linear",
                         dropout=float(cfg.get("lora_dropout", 0.0) or 0.0), rslora=bool(cfg.get("use_rslora", False)),
-                        dora=use_dora, rank_pattern={}, alpha_pattern={})
+                        dora=use_dora, rank_pattern={}, alpha_pattern={},
+                        modules_to_save=sorted(saved_names))  # PEFT lists heads the model may lack ("score")
     layers, tensors, base = {}, {}, {}
     for layer, p in parts.items():
         if "W" in p:
@@ -185,4 +200,14 @@ def read_peft(folder: Path) -> Payload:
         raise AdapterFileError(f"{weights} holds no LoRA tensors")
     config.alpha_pattern = {re.escape(n): v["alpha"] for n, v in layers.items() if v["alpha"] != alpha_default}
     config.rank_pattern = {re.escape(n): v["rank"] for n, v in layers.items() if v["rank"] != r_default}
-    return Payload(config, layers, tensors, weights, base_tensors=base)
+    return Payload(config, layers, tensors, weights, base_tensors=base, module_tensors=module_tensors)
+
+
+def _saved_owner(param: str, to_save: list[str]) -> str | None:
+    """The module (of ``param``'s dotted prefixes) that a ``modules_to_save`` entry names, if any."""
+    parts = param.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:i])
+        if any(name_matches(t, module) for t in to_save):
+            return module
+    return None

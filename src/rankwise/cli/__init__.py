@@ -1,0 +1,1 @@
+"""The ``rankwise`` command line: finetune, pretrain, bench, analyze, compress."""
