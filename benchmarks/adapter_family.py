@@ -281,6 +281,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--batch", type=int, default=None, help=f"batch size (default {ref.BATCH}, the reference)")
     p.add_argument("--seq", type=int, default=None, help=f"sequence length (default {ref.SEQ}, the reference)")
+    p.add_argument("--skip-memory", action="store_true", help="time steps only (memory from --memory-json)")
+    p.add_argument("--memory-json", type=Path, help="memory records (a raw JSON of an earlier run) to report")
     p.add_argument("--from-raw", type=Path, help="re-render the report from a raw JSON file of an earlier run")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -324,8 +326,13 @@ def main(argv: list[str] | None = None) -> None:
         names = [n for n in names if n in wanted]
     t0, load0, src0 = time.perf_counter(), os.getloadavg()[0], ref.source_state()
     info = ref.machine_info()
-    print(f"[1/2] peak memory, one subprocess per method ({len(names)})", file=sys.stderr)
-    memory = measure_memory(names, args.memory_steps, args)
+    if args.memory_json:
+        memory = json.loads(args.memory_json.read_text())["memory"]
+    elif args.skip_memory:
+        memory = {}
+    else:
+        print(f"[1/2] peak memory, one subprocess per method ({len(names)})", file=sys.stderr)
+        memory = measure_memory(names, args.memory_steps, args)
     print("[2/2] training-step time, round-robin", file=sys.stderr)
     runs = time_steps(names, args.warmup, args.steps, args.calibrate)
     loads, wall = (load0, os.getloadavg()[0]), time.perf_counter() - t0
