@@ -193,6 +193,7 @@ def measure_memory(names: list[str], steps: int, args) -> dict[str, dict]:
     cmd += ["--quick"] if args.quick else []
     cmd += [] if args.calibrate else ["--no-calibration"]
     cmd += [f"--batch={args.batch}"] if args.batch else []
+    cmd += [f"--threads={args.threads}"] if args.threads else []
     cmd += [f"--seq={args.seq}"] if args.seq else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     out: dict[str, dict] = {}
@@ -279,6 +280,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run on a 2-layer, 64-wide model (numbers not meaningful)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=None, help=f"torch threads (default {ref.THREADS})")
     p.add_argument("--batch", type=int, default=None, help=f"batch size (default {ref.BATCH}, the reference)")
     p.add_argument("--seq", type=int, default=None, help=f"sequence length (default {ref.SEQ}, the reference)")
     p.add_argument("--skip-memory", action="store_true", help="time steps only (memory from --memory-json)")
@@ -296,6 +298,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.threads:
+        ref.THREADS = args.threads
     ref.setup_torch()
     if args.quick:  # a tiny model (make_base_model/make_batch read these module constants at call time)
         ref.VOCAB, ref.HIDDEN, ref.INTERMEDIATE, ref.LAYERS, ref.HEADS, ref.SEQ = 512, 64, 128, 2, 4, 32
