@@ -213,7 +213,8 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
 
     lora = runs["lora"]
     L = ["# Adapter family vs LoRA: step time, peak memory, trainable parameters", ""]
-    L.append(f"Command: `{args.command}`" + (" — QUICK smoke run, numbers not meaningful" if args.quick else ""))
+    cmd = getattr(args, "command_text", None) or f"`{args.command}`"
+    L.append(f"Command: {cmd}" + (" — QUICK smoke run, numbers not meaningful" if args.quick else ""))
     L.append("")
     L.append(f"Machine: {info['CPU']}, {info['cores']} cores **shared with other jobs** (load average "
              f"{loads[0]:.1f} at start, {loads[1]:.1f} at end), {info['RAM']}, {info['OS']}; Python {info['Python']}, "
@@ -286,6 +287,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip-memory", action="store_true", help="time steps only (memory from --memory-json)")
     p.add_argument("--memory-json", type=Path, help="memory records (a raw JSON of an earlier run) to report")
     p.add_argument("--from-raw", type=Path, help="re-render the report from a raw JSON file of an earlier run")
+    p.add_argument("--memory-jsonl", type=Path, help="with --from-raw: memory records of a separate memory child")
+    p.add_argument("--memory-command", help="with --memory-jsonl: the command that produced it, for the report")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.steps = a.steps if a.steps is not None else (2 if a.quick else 4)
@@ -315,6 +318,17 @@ def main(argv: list[str] | None = None) -> None:
     raw_path = args.out.with_suffix(".raw.json")
     if args.from_raw:
         raw = json.loads(args.from_raw.read_text())
+        args.command = raw.get("command", args.command)
+        if args.memory_jsonl:  # records printed by a separately run memory child
+            raw["memory"] = {}
+            for ln in args.memory_jsonl.read_text().splitlines():
+                if ln.startswith("{"):
+                    rec = json.loads(ln)
+                    key = rec["method"] if rec["method"] not in raw["memory"] else rec["method"] + " (again, last)"
+                    raw["memory"][key] = rec
+            raw["srcs"] += [m["src"] for m in raw["memory"].values() if "src" in m]
+            if args.memory_command:
+                args.command_text = f"`{args.command}` (step times), `{args.memory_command}` (memory)"
         runs = {n: Run(n, trainable=r["trainable"], adapt_s=r["adapt_s"], times=r["times"], note=r["note"])
                 for n, r in raw["runs"].items()}
         text = render(args, raw["info"], runs, raw["memory"], tuple(raw["loads"]), raw["wall"], raw["srcs"])
@@ -341,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = time_steps(names, args.warmup, args.steps, args.calibrate)
     loads, wall = (load0, os.getloadavg()[0]), time.perf_counter() - t0
     srcs = [src0] + [m["src"] for m in memory.values() if "src" in m]
-    raw = {"info": info, "memory": memory, "loads": loads, "wall": wall, "srcs": srcs,
+    raw = {"command": args.command, "info": info, "memory": memory, "loads": loads, "wall": wall, "srcs": srcs,
            "runs": {n: {"trainable": r.trainable, "adapt_s": r.adapt_s, "times": r.times, "note": r.note}
                     for n, r in runs.items()}}
     ref.write_atomic(raw_path, json.dumps(raw, indent=1))  # kept so the table can be re-rendered (--from-raw)
