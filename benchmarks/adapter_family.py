@@ -148,15 +148,12 @@ def memory_child(names: list[str], steps: int, calibrate: bool) -> None:
 
     As adapters.py: RSS after build (after gc + malloc_trim), reset the kernel's high-water mark
     (clear_refs 5), run the steps, read VmHWM. Methods run one after another in this process, each
-    model freed (and the heap trimmed) before the next; glibc's mmap threshold is pinned at 128 KiB
-    so that every large tensor is a fresh mapping returned to the OS on free, and freed memory of
-    an earlier method cannot hide a later method's growth. One unmeasured LoRA step runs first (the
-    process's one-time costs); LoRA is then measured first and last: the difference shows the drift.
+    model freed and the heap trimmed (``malloc_trim``) before the next, so that memory an earlier
+    method freed is returned rather than hiding a later method's growth. (Pinning glibc's mmap
+    threshold low was tried and exhausts the process's memory-map limit on this model.) One
+    unmeasured LoRA step runs first (the process's one-time costs); LoRA is then measured first and
+    last: the difference shows the drift of this method.
     """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic raise
-    except (OSError, AttributeError):
-        pass
     base, ids = ref.make_base_model(), ref.make_batch()
     warm = build("lora", base, calibrate, steps)  # one-time process costs (thread pools, lazy inits): not measured
     train_step(warm, ids, 0)
