@@ -148,15 +148,12 @@ def memory_child(names: list[str], steps: int, calibrate: bool) -> None:
 
     As adapters.py: RSS after build (after gc + malloc_trim), reset the kernel's high-water mark
     (clear_refs 5), run the steps, read VmHWM. Methods run one after another in this process, each
-    model freed (and the heap trimmed) before the next; glibc's mmap threshold is pinned at 128 KiB
-    so that every large tensor is a fresh mapping returned to the OS on free, and freed memory of
-    an earlier method cannot hide a later method's growth. One unmeasured LoRA step runs first (the
-    process's one-time costs); LoRA is then measured first and last: the difference shows the drift.
+    model freed and the heap trimmed (``malloc_trim``) before the next, so that memory an earlier
+    method freed is returned rather than hiding a later method's growth. (Pinning glibc's mmap
+    threshold low was tried and exhausts the process's memory-map limit on this model.) One
+    unmeasured LoRA step runs first (the process's one-time costs); LoRA is then measured first and
+    last: the difference shows the drift of this method.
     """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic raise
-    except (OSError, AttributeError):
-        pass
     base, ids = ref.make_base_model(), ref.make_batch()
     warm = build("lora", base, calibrate, steps)  # one-time process costs (thread pools, lazy inits): not measured
     train_step(warm, ids, 0)
@@ -193,6 +190,7 @@ def measure_memory(names: list[str], steps: int, args) -> dict[str, dict]:
     cmd += ["--quick"] if args.quick else []
     cmd += [] if args.calibrate else ["--no-calibration"]
     cmd += [f"--batch={args.batch}"] if args.batch else []
+    cmd += [f"--threads={args.threads}"] if args.threads else []
     cmd += [f"--seq={args.seq}"] if args.seq else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     out: dict[str, dict] = {}
@@ -212,7 +210,8 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
 
     lora = runs["lora"]
     L = ["# Adapter family vs LoRA: step time, peak memory, trainable parameters", ""]
-    L.append(f"Command: `{args.command}`" + (" — QUICK smoke run, numbers not meaningful" if args.quick else ""))
+    cmd = getattr(args, "command_text", None) or f"`{args.command}`"
+    L.append(f"Command: {cmd}" + (" — QUICK smoke run, numbers not meaningful" if args.quick else ""))
     L.append("")
     L.append(f"Machine: {info['CPU']}, {info['cores']} cores **shared with other jobs** (load average "
              f"{loads[0]:.1f} at start, {loads[1]:.1f} at end), {info['RAM']}, {info['OS']}; Python {info['Python']}, "
@@ -279,9 +278,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run on a 2-layer, 64-wide model (numbers not meaningful)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=None, help=f"torch threads (default {ref.THREADS})")
     p.add_argument("--batch", type=int, default=None, help=f"batch size (default {ref.BATCH}, the reference)")
     p.add_argument("--seq", type=int, default=None, help=f"sequence length (default {ref.SEQ}, the reference)")
+    p.add_argument("--skip-memory", action="store_true", help="time steps only (memory from --memory-json)")
+    p.add_argument("--memory-json", type=Path, help="memory records (a raw JSON of an earlier run) to report")
     p.add_argument("--from-raw", type=Path, help="re-render the report from a raw JSON file of an earlier run")
+    p.add_argument("--memory-jsonl", type=Path, help="with --from-raw: memory records of a separate memory child")
+    p.add_argument("--memory-command", help="with --memory-jsonl: the command that produced it, for the report")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.steps = a.steps if a.steps is not None else (2 if a.quick else 4)
@@ -294,6 +298,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.threads:
+        ref.THREADS = args.threads
     ref.setup_torch()
     if args.quick:  # a tiny model (make_base_model/make_batch read these module constants at call time)
         ref.VOCAB, ref.HIDDEN, ref.INTERMEDIATE, ref.LAYERS, ref.HEADS, ref.SEQ = 512, 64, 128, 2, 4, 32
@@ -309,6 +315,17 @@ def main(argv: list[str] | None = None) -> None:
     raw_path = args.out.with_suffix(".raw.json")
     if args.from_raw:
         raw = json.loads(args.from_raw.read_text())
+        args.command = raw.get("command", args.command)
+        if args.memory_jsonl:  # records printed by a separately run memory child
+            raw["memory"] = {}
+            for ln in args.memory_jsonl.read_text().splitlines():
+                if ln.startswith("{"):
+                    rec = json.loads(ln)
+                    key = rec["method"] if rec["method"] not in raw["memory"] else rec["method"] + " (again, last)"
+                    raw["memory"][key] = rec
+            raw["srcs"] += [m["src"] for m in raw["memory"].values() if "src" in m]
+            if args.memory_command:
+                args.command_text = f"`{args.command}` (step times), `{args.memory_command}` (memory)"
         runs = {n: Run(n, trainable=r["trainable"], adapt_s=r["adapt_s"], times=r["times"], note=r["note"])
                 for n, r in raw["runs"].items()}
         text = render(args, raw["info"], runs, raw["memory"], tuple(raw["loads"]), raw["wall"], raw["srcs"])
@@ -324,13 +341,18 @@ def main(argv: list[str] | None = None) -> None:
         names = [n for n in names if n in wanted]
     t0, load0, src0 = time.perf_counter(), os.getloadavg()[0], ref.source_state()
     info = ref.machine_info()
-    print(f"[1/2] peak memory, one subprocess per method ({len(names)})", file=sys.stderr)
-    memory = measure_memory(names, args.memory_steps, args)
+    if args.memory_json:
+        memory = json.loads(args.memory_json.read_text())["memory"]
+    elif args.skip_memory:
+        memory = {}
+    else:
+        print(f"[1/2] peak memory, one subprocess per method ({len(names)})", file=sys.stderr)
+        memory = measure_memory(names, args.memory_steps, args)
     print("[2/2] training-step time, round-robin", file=sys.stderr)
     runs = time_steps(names, args.warmup, args.steps, args.calibrate)
     loads, wall = (load0, os.getloadavg()[0]), time.perf_counter() - t0
     srcs = [src0] + [m["src"] for m in memory.values() if "src" in m]
-    raw = {"info": info, "memory": memory, "loads": loads, "wall": wall, "srcs": srcs,
+    raw = {"command": args.command, "info": info, "memory": memory, "loads": loads, "wall": wall, "srcs": srcs,
            "runs": {n: {"trainable": r.trainable, "adapt_s": r.adapt_s, "times": r.times, "note": r.note}
                     for n, r in runs.items()}}
     ref.write_atomic(raw_path, json.dumps(raw, indent=1))  # kept so the table can be re-rendered (--from-raw)

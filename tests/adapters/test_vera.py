@@ -60,3 +60,19 @@ def test_rank_pattern_is_refused():
         assert "same rank" in str(e)
     else:
         raise AssertionError("VeRA with per-layer ranks must be refused")
+
+
+def test_peft_round_trip_on_gpt2_conv1d(tmp_path):
+    import warnings
+
+    from tests.helpers import ids, perturb, tiny_gpt2
+
+    x = ids()
+    model = rankwise.adapt(tiny_gpt2(layers=1), rankwise.method_config("vera", rank=4, targets=["c_attn", "c_fc"]))
+    perturb(model, std=0.2)
+    y = model(x).logits
+    rankwise.save_adapter(model, tmp_path, format="peft")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = peft.PeftModel.from_pretrained(tiny_gpt2(layers=1), tmp_path)
+    torch.testing.assert_close(pm(x).logits, y, atol=1e-5, rtol=0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.context import BuildContext
 from ..core.geometry import LayerGeometry
 from .factored import FactoredDelta
 
@@ -34,8 +33,7 @@ def ldu(w0: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.
 class LoLDU(FactoredDelta):
     """ΔW = P·L_r·(σ·diag(z) − diag(z₀))·U_r; trainable ``loldu_z`` (r,) and ``loldu_sigma`` (1,)."""
 
-    def __init__(self, geometry: LayerGeometry, rank: int, scale: float, dtype: torch.dtype, device=None, *,
-                 ctx: BuildContext | None = None):
+    def __init__(self, geometry: LayerGeometry, rank: int, scale: float, dtype: torch.dtype, device=None):
         super().__init__(geometry, rank, 1.0)
         m, n = geometry.out_features, geometry.in_features
         self.register_buffer("loldu_L", torch.zeros(m, rank, dtype=dtype, device=device))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.context import BuildContext
 from ..core.geometry import LayerGeometry
 from .factored import FactoredDelta
 
@@ -35,8 +34,7 @@ def pivoted_qr(w0: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]
 class QRLoRA(FactoredDelta):
     """ΔW = s·Q_r·diag(λ)·R_r; trainable ``qr_lambda`` (r,)."""
 
-    def __init__(self, geometry: LayerGeometry, rank: int, scale: float, dtype: torch.dtype, device=None, *,
-                 ctx: BuildContext | None = None):
+    def __init__(self, geometry: LayerGeometry, rank: int, scale: float, dtype: torch.dtype, device=None):
         super().__init__(geometry, rank, scale)
         m, n = geometry.out_features, geometry.in_features
         self.register_buffer("qr_Q", torch.zeros(m, rank, dtype=dtype, device=device))

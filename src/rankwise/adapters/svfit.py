@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.context import BuildContext
 from ..core.geometry import LayerGeometry
 from ..init.registry import fp32_svd
 from .factored import FactoredDelta
@@ -27,8 +26,7 @@ from .factored import FactoredDelta
 class SVFit(FactoredDelta):
     """ΔW = U_r·diag(σ − σ₀)·V_rᵀ; trainable ``svfit_sigma`` (r,)."""
 
-    def __init__(self, geometry: LayerGeometry, rank: int, scale: float, dtype: torch.dtype, device=None, *,
-                 ctx: BuildContext | None = None):
+    def __init__(self, geometry: LayerGeometry, rank: int, scale: float, dtype: torch.dtype, device=None):
         super().__init__(geometry, rank, 1.0)
         m, n = geometry.out_features, geometry.in_features
         self.register_buffer("svfit_U", torch.zeros(m, rank, dtype=dtype, device=device))

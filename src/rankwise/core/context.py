@@ -10,7 +10,7 @@ loaded. A ``BuildContext`` carries that per-adapter state:
 * the geometries of *all* layers the adapter is built on (so shared tensors can be sized first),
 * the name of the layer being built (``ctx.layer``),
 * a store of shared tensors (``ctx.shared(key, make)``), created once per adapter,
-* seeded CPU generators (``ctx.generator(offset)``), so random tensors are a pure function of
+* seeded CPU generators (``ctx.generator(seed)``), so random tensors are a pure function of
   the seed and are regenerated on load instead of being stored.
 
 A builder opts in by accepting a ``ctx`` keyword; LoRA/DoRA builders do not need one.
