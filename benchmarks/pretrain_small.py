@@ -15,6 +15,7 @@ in ``pretrain_small.md`` is rebuilt from all stored results, so methods can be r
 
     nice -n 5 python benchmarks/pretrain_small.py                       # every method
     nice -n 5 python benchmarks/pretrain_small.py --methods adamw,galore --steps 300
+    python benchmarks/pretrain_small.py --steps 300 --merge /tmp/a.json /tmp/b.json   # runs made in parallel
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ def main(argv=None) -> None:
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rankwise_pretrain_cache",
                    help="where the trained tokenizer is cached (never the repo)")
     p.add_argument("--results", type=Path, default=HERE / "results" / "pretrain_small.json")
+    p.add_argument("--merge", type=Path, nargs="*", default=None,
+                   help="only merge these results files (e.g. from parallel runs with --results) into --results "
+                        "and rebuild the table")
     p.add_argument("--gap", type=int, default=GAP, help=f"update gap of the low-rank methods (default {GAP})")
     p.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -185,6 +189,16 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     GAP = a.gap
     torch.set_num_threads(a.threads)
+    from rankwise.io.files import atomic_write_bytes
+
+    if a.merge is not None:
+        results = json.loads(a.results.read_text()) if a.results.exists() else {}
+        for f in a.merge:
+            results.update(json.loads(f.read_text()))
+        atomic_write_bytes(a.results, (json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(a.results.with_suffix(".md"), render(results, a.steps).encode())
+        print(render(results, a.steps))
+        return
     known = dict(METHODS)
     names = [m for m in a.methods.split(",") if m]
     unknown = [m for m in names if m not in known]
@@ -192,7 +206,6 @@ def main(argv=None) -> None:
         raise SystemExit(f"unknown methods {unknown}; choose from {list(known)}")
     a.cache.mkdir(parents=True, exist_ok=True)
     split = load_data(a.cache, a.text)
-    from rankwise.io.files import atomic_write_bytes
 
     results = json.loads(a.results.read_text()) if a.results.exists() else {}
     for name in names:
