@@ -105,23 +105,31 @@ def formula_bytes(model, kind: str) -> int:
     return total
 
 
-def measure_state(base, grads) -> list[dict]:
+def measure_state(base, grads, stepped: dict) -> list[dict]:
+    """State bytes of the optimizers timed in stage 2 (already stepped) plus Fira / APOLLO / APOLLO-Mini.
+
+    Fira is built with the rsvd projector here only to save an exact-SVD pass on the loaded machine: its state
+    (moments + stored basis) has the same size with every basis-storing projector.
+    """
     import rankwise
 
     rows = []
     for kind in ("torch-adamw", "galore", "fira", "apollo", "apollo-mini", "galore-torch"):
-        model = copy.deepcopy(base)
-        opt = build(kind, model)
-        set_grads(model, grads)
-        opt.step()
+        if kind in stepped:
+            model, opt = stepped[kind]
+        else:
+            model = copy.deepcopy(base)
+            opt = build(kind, model) if kind != "fira" else rankwise.optim.build_optimizer(
+                model, rankwise.method_config("fira", rank=RANK, update_gap=GAP, projector="rsvd"), lr=LR)
+            set_grads(model, grads)
+            opt.step()
         got = galore_torch_state_bytes(opt) if kind == "galore-torch" else rankwise.optim.state_bytes(opt)
         rows.append({"optimizer": kind, "bytes": got, "formula": formula_bytes(model, kind)})
-        del model, opt
         gc.collect()
     return rows
 
 
-def time_steps(base, grads, rounds: int) -> dict[str, list[float]]:
+def time_steps(base, grads, rounds: int, keep: dict | None = None) -> dict[str, list[float]]:
     kinds = ("torch-adamw", "galore-torch", "galore")
     models = {k: copy.deepcopy(base) for k in kinds}
     opts = {k: build(k, models[k]) for k in kinds}
@@ -135,25 +143,39 @@ def time_steps(base, grads, rounds: int) -> dict[str, list[float]]:
             t0 = time.perf_counter()
             opts[k].step()  # the same grads stay on the params
             times[k].append(time.perf_counter() - t0)
+    if keep is not None:
+        keep.update({k: (models[k], opts[k]) for k in kinds})
     return times
 
 
-def time_refresh(base, grads, repeats: int) -> dict[str, list[float]]:
-    import galore_torch
+def time_refresh(base, grads, repeats: int, per_shape: int | None = None) -> dict[str, list[float]]:
+    """Refresh times of all 42 matrices; with ``per_shape``, only that many matrices of each shape are timed and
+    the time is scaled to 42 (every matrix of a shape costs the same)."""
+    from galore_torch.galore_projector import GaLoreProjector
 
     from rankwise.optim.projectors import effective_rank, get_projector, side_for
 
     _, low = low_rank_params(base)
     by_param = {id(p): g for p, g in zip(base.parameters(), grads, strict=True)}
     mats = [by_param[id(p)] for p in low]
+    factor = 1.0
+    if per_shape:
+        shapes: dict[tuple, list] = {}
+        for g in mats:
+            shapes.setdefault(tuple(g.shape), []).append(g)
+        factor = len(mats) / sum(min(per_shape, len(v)) for v in shapes.values())
+        mats = [g for v in shapes.values() for g in v[:per_shape]]
     out: dict[str, list[float]] = {k: [] for k in ("galore-torch svd", "svd", "rsvd", "dct", "random")}
-    ref = galore_torch.GaLoreProjector(RANK, update_proj_gap=GAP, scale=SCALE)
+    ref = GaLoreProjector(RANK, update_proj_gap=GAP, scale=SCALE)
     group = {"niter": 2, "random_dist": "gaussian"}
+    ref.get_orthogonal_matrix(mats[0], RANK, "right")  # warm-up: first calls pay one-off library set-up
+    for name in ("svd", "rsvd", "dct", "random"):
+        get_projector(name).refresh(mats[0], RANK, side_for(mats[0].shape), 0, group)
     for _ in range(repeats):
         t0 = time.perf_counter()
         for g in mats:
             ref.get_orthogonal_matrix(g, RANK, "right" if g.shape[0] >= g.shape[1] else "left")
-        out["galore-torch svd"].append(time.perf_counter() - t0)
+        out["galore-torch svd"].append((time.perf_counter() - t0) * factor)
         for name in ("svd", "rsvd", "dct", "random"):
             proj = get_projector(name)
             t0 = time.perf_counter()
@@ -162,7 +184,7 @@ def time_refresh(base, grads, repeats: int) -> dict[str, list[float]]:
                 entries = proj.refresh(g, r, side, i, group)
                 if not proj.stores_basis:  # the basis is rebuilt once per refresh and cached: count it
                     proj.basis(entries, tuple(g.shape), r, side, g.device, g.dtype, group)
-            out[name].append(time.perf_counter() - t0)
+            out[name].append((time.perf_counter() - t0) * factor)
     return out
 
 
@@ -186,10 +208,15 @@ def time_training(base, ids, rounds: int) -> dict[str, list[float]]:
 MEM_BATCH, MEM_SEQ = 1, 64  # small activations, so the step's memory is dominated by gradients and state
 
 
-def memory_child(mode: str, steps: int) -> None:
+def memory_child(mode: str, steps: int, threads: int) -> None:
+    import rankwise
+
     setup_torch()
+    torch.set_num_threads(threads)
     model, ids = make_base_model(), make_batch()[:MEM_BATCH, :MEM_SEQ]
-    opt = build("galore" if mode == "standard" else "galore:layerwise", model)
+    # rsvd refreshes: the projector does not change what is measured (gradients vs none), only the set-up time
+    cfg = rankwise.method_config("galore", rank=RANK, update_gap=GAP, projector="rsvd", layerwise=mode == "layerwise")
+    opt = rankwise.optim.build_optimizer(model, cfg, lr=LR)
 
     def step():
         model(input_ids=ids, labels=ids).loss.backward()
@@ -215,10 +242,11 @@ def memory_child(mode: str, steps: int) -> None:
                       "grad_bytes": grad_bytes}))
 
 
-def measure_memory(steps: int) -> dict[str, dict]:
+def measure_memory(steps: int, threads: int) -> dict[str, dict]:
     out = {}
     for mode in ("standard", "layerwise"):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", mode, "--memory-steps", str(steps)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", mode, "--memory-steps", str(steps),
+               "--threads", str(threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
@@ -247,8 +275,27 @@ def render(args, info, state, steps, refresh, train, memory, loads, wall, src) -
     L.append(f"Model: the adapters benchmark's reference Llama (hidden 512, intermediate 1376, 6 layers, vocab 8000, "
              f"fp32), batch 4×256. Low-rank: the 42 block matrices, rank {RANK}, gap {GAP}, scale {SCALE}; "
              "embeddings, head and norms plain Adam.")
-    L += ["", "## 1. Optimizer-state bytes (after one step)", "",
-          "| optimizer | state bytes | formula | match | vs torch AdamW |", "|---|---:|---:|---|---:|"]
+    skipped = ("Not run in this invocation (the shared 2-core machine was oversubscribed, load average > 20; "
+               "the run was cut to what fit in the time budget).")
+    L += ["", "## 1. Optimizer-state bytes (after one step)", ""]
+    if state is None:
+        L.append(skipped)
+    else:
+        L += _render_state(state)
+    if steps is None or refresh is None:
+        L += ["", "## 2-3. Step and refresh time", "", skipped]
+        if train is not None:  # amortise the refresh with the SVD refresh time given on the command line
+            L += _render_train(train, {"svd": args.svd_refresh_s or 0.0}, skipped) + [
+                f"(SVD refresh time amortised: {args.svd_refresh_s} s per refresh, from `--svd-refresh-s`.)"]
+    else:
+        L += _render_times(steps, refresh, train, skipped)
+    L += _render_memory(memory, skipped)
+    L += _notes()
+    return "\n".join(L) + "\n"
+
+
+def _render_state(state) -> list[str]:
+    L = ["| optimizer | state bytes | formula | match | vs torch AdamW |", "|---|---:|---:|---|---:|"]
     adamw = next(r["bytes"] for r in state if r["optimizer"] == "torch-adamw")
     for r in state:
         L.append(f"| {r['optimizer']} | {r['bytes']:,} | {r['formula']:,} | "
@@ -258,6 +305,11 @@ def render(args, info, state, steps, refresh, train, memory, loads, wall, src) -
           f"2·size per other tensor): **{verdict(ok_state)}**. APOLLO's random basis is rebuilt from a seed and "
           "cached, so it is counted; APOLLO-Mini uses rank 1. The embedding and head (2×4.1M parameters) keep "
           "full Adam state in every optimizer, which bounds the saving on this small model."]
+    return L
+
+
+def _render_times(steps, refresh, train, skipped) -> list[str]:
+    L = []
     rt = {k: med(v) for k, v in refresh.items()}
     st = {k: med(v) for k, v in steps.items()}
     ours_amort = st["galore"] + rt["svd"] / GAP
@@ -279,6 +331,13 @@ def render(args, info, state, steps, refresh, train, memory, loads, wall, src) -
         ratio = rt[name] / rt["galore-torch svd"]
         L.append(f"| rankwise {name} | {rt[name]:.3f} | {ratio:.3f}× | {f'≤ {tgt:.2f}×' if tgt else '–'} | "
                  f"{verdict(ratio <= tgt) if tgt else '–'} |")
+    return L + _render_train(train, rt, skipped)
+
+
+def _render_train(train, rt, skipped) -> list[str]:
+    if train is None:
+        return ["", "## 4. Whole training step", "", skipped]
+    L = []
     tr = {k: med(v) for k, v in train.items()}
     train_ratio = (tr["galore"] + rt["svd"] / GAP) / tr["torch-adamw"]
     L += ["", f"## 4. Whole training step, forward + backward + step ({len(train['galore'])} interleaved rounds, "
@@ -287,25 +346,36 @@ def render(args, info, state, steps, refresh, train, memory, loads, wall, src) -
           f"| rankwise GaLore (+ refresh/200) | {tr['galore'] + rt['svd'] / GAP:.3f} |", "",
           f"Target ≤ {TRAIN_RATIO}× torch AdamW: measured **{train_ratio:.3f}×** → "
           f"**{verdict(train_ratio <= TRAIN_RATIO)}**."]
+    return L
+
+
+def _render_memory(memory, skipped) -> list[str]:
+    L = ["", f"## 5. Peak memory of a training step: standard vs layer-wise GaLore (batch {MEM_BATCH}×{MEM_SEQ})", ""]
+    if memory is None:
+        return L + [skipped]
     std, lw = memory["standard"], memory["layerwise"]
     d_std, d_lw = (std["peak_kib"] - std["rss0_kib"]) * 1024, (lw["peak_kib"] - lw["rss0_kib"]) * 1024
     grads = std["grad_bytes"]
-    L += ["", "## 5. Peak memory of a training step: standard vs layer-wise GaLore (fresh subprocess each, "
-          f"batch {MEM_BATCH}×{MEM_SEQ})", "",
-          "| mode | peak above setup (MiB) |", "|---|---:|", f"| standard | {d_std / 2**20:.0f} |",
+    L += ["Each mode in a fresh subprocess; GaLore rank 128 with the rsvd projector (the projector does not "
+          "change the memory compared, only the set-up time).", "", "| mode | peak above setup (MiB) |", "|---|---:|",
+          f"| standard | {d_std / 2**20:.0f} |",
           f"| layer-wise | {d_lw / 2**20:.0f} |", "",
           f"Full gradients of the model: {grads / 2**20:.0f} MiB. Target: layer-wise lower by at least that: "
           f"saving {(d_std - d_lw) / 2**20:.0f} MiB → **{verdict(d_std - d_lw >= grads)}**"
           + ("" if std["reset"] and lw["reset"] else " (RSS high-water mark could not be reset: includes setup)")
           + "."]
-    L += ["", "## Notes", "",
+    return L
+
+
+def _notes() -> list[str]:
+    return ["", "## Notes", "",
           "- rankwise's step fuses back-projection and update into one `addmm_` per matrix (no m×n temporary) "
           "and runs the plain-parameter Adam with multi-tensor (foreach) kernels; galore-torch allocates the "
           "back-projected m×n update and steps each tensor separately.",
-          "- Refresh: the randomized SVD is `torch.svd_lowrank(q=r+8, niter=2)`; DCT is one G·D product plus "
-          "top-k; random draws a seeded Gaussian. The projection matmuls of every step are the same for all.",
+          "- Refresh: the randomized SVD is a seeded range finder (q=r+8, niter=2 power iterations); DCT is one "
+          "G·D product plus top-k; random draws a seeded Gaussian. The per-step projection matmuls are the same "
+          "for all projectors.",
           ""]
-    return "\n".join(L) + "\n"
 
 
 def main(argv=None) -> None:
@@ -315,14 +385,22 @@ def main(argv=None) -> None:
     p.add_argument("--refresh-repeats", type=int, default=None, help="refresh repeats (default 3)")
     p.add_argument("--train-rounds", type=int, default=None, help="timed training rounds (default 6)")
     p.add_argument("--memory-steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as the adapters benchmark)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as the adapters benchmark; "
+                   "use 1 on an oversubscribed machine: 2-thread kernels then stall on each other)")
     p.add_argument("--memory-child", choices=("standard", "layerwise"), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--stages", default="steps,state,memory,train",
+                   help="comma-separated stages to run (always in the order steps+refresh, state, memory, train; "
+                        "the results file is rewritten after each)")
+    p.add_argument("--svd-refresh-s", type=float, default=None,
+                   help="SVD refresh time to amortise in the training-step row when the refresh stage is not run")
+    p.add_argument("--refresh-per-shape", type=int, default=None,
+                   help="time the refresh on this many matrices of each shape and scale to all 42 (default: all)")
     a = p.parse_args(argv)
     setup_torch()
     torch.set_num_threads(a.threads)
     if a.memory_child:
-        memory_child(a.memory_child, a.memory_steps)
+        memory_child(a.memory_child, a.memory_steps, a.threads)
         return
     q = a.quick
     a.step_rounds = a.step_rounds or (2 if q else 15)
@@ -332,27 +410,41 @@ def main(argv=None) -> None:
     a.command = "python benchmarks/optimizers.py " + " ".join(argv if argv is not None else sys.argv[1:])
     t0, load0, src = time.perf_counter(), os.getloadavg()[0], source_state()
     info = machine_info()
-    print("[1/5] peak memory, standard vs layer-wise", file=sys.stderr)
-    memory = measure_memory(a.memory_steps)
+    stages = set(a.stages.split(","))
+    res = {"state": None, "steps": None, "refresh": None, "train": None, "memory": None}
+    from rankwise.io.files import atomic_write_bytes
+
+    def write() -> None:
+        text = render(a, info, res["state"], res["steps"], res["refresh"], res["train"], res["memory"],
+                      (load0, os.getloadavg()[0]), time.perf_counter() - t0, src)
+        atomic_write_bytes(a.out, text.encode())
+
     base, ids = make_base_model(), make_batch()
     base(input_ids=ids, labels=ids).loss.backward()
     grads = [p.grad.detach().clone() for p in base.parameters()]
     base.zero_grad(set_to_none=True)
-    print("[2/5] state bytes", file=sys.stderr)
-    state = measure_state(base, grads)
-    print("[3/5] optimizer.step() time", file=sys.stderr)
-    steps = time_steps(base, grads, a.step_rounds)
-    print("[4/5] refresh time", file=sys.stderr)
-    refresh = time_refresh(base, grads, a.refresh_repeats)
-    print("[5/5] training-step time", file=sys.stderr)
-    train = time_training(base, ids, a.train_rounds)
-    text = render(a, info, state, steps, refresh, train, memory, (load0, os.getloadavg()[0]),
-                  time.perf_counter() - t0, src)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    from rankwise.io.files import atomic_write_bytes
-
-    atomic_write_bytes(a.out, text.encode())
-    print(text)
+    stepped: dict = {}
+    if "steps" in stages:
+        print("optimizer.step() time", file=sys.stderr)
+        res["steps"] = time_steps(base, grads, a.step_rounds, stepped)
+        print("refresh time", file=sys.stderr)
+        res["refresh"] = time_refresh(base, grads, a.refresh_repeats, a.refresh_per_shape)
+        write()
+    if "state" in stages:
+        print("state bytes", file=sys.stderr)
+        res["state"] = measure_state(base, grads, stepped)
+        write()
+    stepped.clear()
+    gc.collect()
+    if "memory" in stages:
+        print("peak memory, standard vs layer-wise", file=sys.stderr)
+        res["memory"] = measure_memory(a.memory_steps, a.threads)
+        write()
+    if "train" in stages:
+        print("training-step time", file=sys.stderr)
+        res["train"] = time_training(base, ids, a.train_rounds)
+        write()
+    print(a.out.read_text())
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ in ``pretrain_small.md`` is rebuilt from all stored results, so methods can be r
 
     nice -n 5 python benchmarks/pretrain_small.py                       # every method
     nice -n 5 python benchmarks/pretrain_small.py --methods adamw,galore --steps 300
+    python benchmarks/pretrain_small.py --steps 300 --merge /tmp/a.json /tmp/b.json   # runs made in parallel
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def optimizer_method(name: str, lr: float, **kw) -> Callable[[torch.nn.Module, i
 
 METHODS: list[tuple[str, Callable[[torch.nn.Module, int], Setup]]] = [
     ("adamw", optimizer_method("adamw", 1e-3)),
+    ("adamw-lr1e-2", optimizer_method("adamw", 1e-2)),  # the low-rank methods' LR, for a short-budget comparison
     ("galore", optimizer_method("galore", 1e-2, rank=RANK, scale=0.25)),
     ("galore-rsvd", optimizer_method("galore", 1e-2, rank=RANK, scale=0.25, projector="rsvd")),
     ("galore-dct", optimizer_method("galore", 1e-2, rank=RANK, scale=0.25, projector="dct")),
@@ -165,7 +167,18 @@ def render(results: dict, steps: int) -> str:
                 ok = r["val_loss"] <= galore["val_loss"]
                 L.append(f"- {m} at least as good as GaLore: {r['val_loss']:.4f} vs {galore['val_loss']:.4f} → "
                          f"**{'MET' if ok else 'MISSED'}**.")
-    L.append("")
+    L += ["", "## Caveats", "",
+          "- Budgets: the project default is 600 steps; the shared 2-core machine was oversubscribed (load average "
+          "20-27 from other jobs) during these runs, at 2-9 s per step, so the table uses the step count above, "
+          "with the update gap shortened in proportion (50 instead of 200: 3 refreshes per run). Short runs favour "
+          "larger learning rates: AdamW at the papers' 1e-3 is far from converged after so few steps, which is "
+          "why the low-rank methods at lr 1e-2 are *ahead* of it here; `adamw-lr1e-2` (when present) is the "
+          "same-LR baseline. Both AdamW runs were still near the unigram plateau (≈5.4) after 150 steps, while "
+          "GaLore's block matrices move at an effective α·lr = 2.5e-3: an AdamW tuned for this budget "
+          "(≈3e-3) is the missing baseline, so the 'within 3%' verdict is not evidence of parity. None of this "
+          "says how the methods rank at convergence.",
+          "- Methods missing from the table were not run in the time available (the projector variants "
+          "galore-rsvd / galore-dct / galore-random among them); run them with `--methods`.", ""]
     return "\n".join(L) + "\n"
 
 
@@ -178,6 +191,9 @@ def main(argv=None) -> None:
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rankwise_pretrain_cache",
                    help="where the trained tokenizer is cached (never the repo)")
     p.add_argument("--results", type=Path, default=HERE / "results" / "pretrain_small.json")
+    p.add_argument("--merge", type=Path, nargs="*", default=None,
+                   help="only merge these results files (e.g. from parallel runs with --results) into --results "
+                        "and rebuild the table")
     p.add_argument("--gap", type=int, default=GAP, help=f"update gap of the low-rank methods (default {GAP})")
     p.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -185,6 +201,16 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     GAP = a.gap
     torch.set_num_threads(a.threads)
+    from rankwise.io.files import atomic_write_bytes
+
+    if a.merge is not None:
+        results = json.loads(a.results.read_text()) if a.results.exists() else {}
+        for f in a.merge:
+            results.update(json.loads(f.read_text()))
+        atomic_write_bytes(a.results, (json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(a.results.with_suffix(".md"), render(results, a.steps).encode())
+        print(render(results, a.steps))
+        return
     known = dict(METHODS)
     names = [m for m in a.methods.split(",") if m]
     unknown = [m for m in names if m not in known]
@@ -192,7 +218,6 @@ def main(argv=None) -> None:
         raise SystemExit(f"unknown methods {unknown}; choose from {list(known)}")
     a.cache.mkdir(parents=True, exist_ok=True)
     split = load_data(a.cache, a.text)
-    from rankwise.io.files import atomic_write_bytes
 
     results = json.loads(a.results.read_text()) if a.results.exists() else {}
     for name in names:

@@ -117,6 +117,7 @@ def test_dct_selects_the_columns_with_most_gradient_energy():
     assert entries["proj_idx"].tolist() == brute
 
 
+@pytest.mark.slow  # imports transformers' Trainer + accelerate
 def test_works_with_the_transformers_trainer(tmp_path):
     transformers = pytest.importorskip("transformers")
     model = tiny_llama().train()

@@ -47,6 +47,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned interpreters (each imports torch): ~10 s idle, more on a loaded machine
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")
 def test_ddp_ranks_agree_with_each_other_and_with_one_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
