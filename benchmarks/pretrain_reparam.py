@@ -124,6 +124,30 @@ def run(method: str, lr: float, steps: int, seed: int, split, device: str = "cpu
             "optimizer_state_bytes": state_bytes, "step_s": statistics.median(times[5:] or times)}
 
 
+def interleaved_step_times(methods: list[str], steps: int, split, device: str) -> dict[str, float]:
+    """Median step time of each method, stepping all models round-robin so load drift hits them alike."""
+    runs = {}
+    for method in methods:
+        model = build_causal_lm(PRESET, VOCAB, seed=0).train()
+        schedule = rankwise.TrainingSchedule()
+        if method != "adamw":
+            schedule = rankwise.reparameterize(model, rankwise.method_config(method, rank=RANK,
+                                                                             **method_kwargs(method, 600)))
+        model.to(device)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+        runs[method] = (model, schedule, opt, [])
+    for step, x in enumerate(train_windows(split.train, BATCH, SEQ, steps, seed=0)):
+        for model, schedule, opt, times in runs.values():
+            t0 = time.perf_counter()
+            model(input_ids=x.to(device), labels=x.to(device)).loss.backward()
+            schedule.before_step(step)
+            opt.step()
+            schedule.after_step(step, opt)
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+    return {m: statistics.median(r[3][1:]) for m, r in runs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="adamw,low-rank,relora,switchlora,sltrain,lost,cola,sst")
@@ -135,9 +159,18 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sweep-eval-batches", type=int, default=20, help="validation batches for sweep runs")
     ap.add_argument("--data", default=None, help="tinyshakespeare input.txt (default: ../shared/data)")
+    ap.add_argument("--time-steps", type=int, default=0,
+                    help="only measure step times: this many round-robin steps of every method")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     split = data(args.data)
+    if args.time_steps:
+        methods = list(dict.fromkeys(["adamw", *args.methods.split(",")]))
+        times = interleaved_step_times(methods, args.time_steps, split, args.device)
+        print("| method | step (median, interleaved) | vs AdamW |\n|---|---|---|")
+        for m, t in times.items():
+            print(f"| {m} | {t * 1e3:.0f} ms | {t / times['adamw']:.2f}× |")
+        return
     print(f"train tokens {len(split.train)}, val tokens {len(split.val)}; torch {torch.__version__}", flush=True)
     runs = []
     for method in args.methods.split(","):

@@ -27,25 +27,33 @@ def reset_state(optimizer: torch.optim.Optimizer, params) -> None:
 @torch.no_grad()
 def prune_state(optimizer: torch.optim.Optimizer, params, mode: str, fraction: float,
                 generator: torch.Generator) -> None:
-    """ReLoRA's optimizer-state pruning: zero a ``fraction`` of each moment tensor's entries.
+    """ReLoRA's optimizer-state pruning: zero a ``fraction`` of each parameter's state entries.
 
-    ``mode="random"`` zeroes a uniformly random subset; ``"magnitude"`` zeroes the entries of smallest
-    magnitude; ``"reset"`` zeroes everything.
+    ``mode="random"`` zeroes a uniformly random subset; ``"magnitude"`` zeroes the entries with the smallest
+    second moment (``exp_avg_sq``; the summed magnitudes of the moments for other optimizers); ``"reset"``
+    zeroes everything. One mask per parameter prunes the same entries of every moment: pruning Adam's
+    first and second moments independently would leave entries with m ≠ 0 and v = 0, whose next update
+    m/(√v + ε) explodes.
     """
     for p in params:
-        for t in moment_tensors(optimizer, p):
-            if mode == "reset" or fraction >= 1.0:
-                t.zero_()
-            elif mode == "random":
-                keep = torch.rand(t.shape, generator=generator) >= fraction
-                t.mul_(keep.to(t.device, t.dtype))
-            elif mode == "magnitude":
-                k = int(fraction * t.numel())
-                if k > 0:
-                    threshold = t.abs().flatten().kthvalue(k).values
-                    t.masked_fill_(t.abs() <= threshold, 0)
-            else:
-                raise ValueError(f"unknown prune mode {mode!r}")
+        tensors = moment_tensors(optimizer, p)
+        if not tensors:
+            continue
+        if mode == "reset" or fraction >= 1.0:
+            keep = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
+        elif mode == "random":
+            keep = (torch.rand(p.shape, generator=generator) >= fraction).to(p.device)
+        elif mode == "magnitude":
+            state = optimizer.state[p]
+            score = state["exp_avg_sq"] if "exp_avg_sq" in state else sum(t.abs() for t in tensors)
+            k = int(fraction * score.numel())
+            keep = torch.ones(p.shape, dtype=torch.bool, device=p.device)
+            if k > 0:
+                keep = score > score.flatten().kthvalue(k).values
+        else:
+            raise ValueError(f"unknown prune mode {mode!r}")
+        for t in tensors:
+            t.mul_(keep.to(t.dtype))
 
 
 @torch.no_grad()
