@@ -100,7 +100,7 @@ def write_results(out: Path, command: str, note: str = "") -> None:
         acc = 100 * r["final_eval"]["val_accuracy"]
         ref = PEFT.get(name)
         ref_text = f"{ref[2]:.2f}% (lr {ref[1]:g}, {ref[3]})" if ref else "—"
-        delta = f"{acc - ref[2] + 0.0:+.2f}" if ref else "—"
+        delta = f"{round(acc - ref[2], 2) + 0.0:+.2f}" if ref else "—"
         lines.append(f"| {name} | {r['lr']:g} | {acc:.2f}% | {r['trainable'] / 1e6:.3f}M | {ref_text} | {delta} | "
                      f"{r['wall_s']:.0f} |")
     lines += ["", "All runs (learning-rate sweeps included):", "", "| method | lr | dev accuracy | dev loss |",
@@ -112,7 +112,7 @@ def write_results(out: Path, command: str, note: str = "") -> None:
         acc = 100 * best["lora"]["final_eval"]["val_accuracy"]
         ok = abs(acc - PEFT["lora"][2]) <= 0.5
         lines += ["", f"**Acceptance** (rankwise LoRA within 0.5 points of PEFT LoRA 82.80%): {acc:.2f}% → "
-                  f"{'met' if ok else 'MISSED'} (Δ {acc - PEFT['lora'][2]:+.2f})."]
+                  f"{'met' if ok else 'MISSED'} (Δ {round(acc - PEFT['lora'][2], 2) + 0.0:+.2f})."]
     if note:
         lines += ["", note]
     lines += ["", "Reproduce (from the repository root; several CPU minutes per run):", "", "```",
