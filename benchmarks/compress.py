@@ -101,7 +101,7 @@ def lm_part(args, data: Path) -> dict:
     # calibration windows: from the training split, a seed the pretraining never used
     calib = list(train_windows(split.train, args.calib_batch, 128, args.calib_batches, seed=1234))
     results = {"baseline": base, "rows": {}, "plan_s": {}}
-    for method in METHODS:
+    for method in args.methods:
         t0 = time.time()
         first = rankwise.compress.plan(model, args.ratios[0], method, calib, sensitivity_batches=args.sens_batches,
                                        sensitivity_fractions=tuple(args.sens_fractions))
@@ -225,6 +225,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--cache", default="/tmp/rankwise-bench-compress")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.4, 0.6])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="LM part decompositions")
     ap.add_argument("--allocations", nargs="+", default=["uniform", "energy", "sensitivity"])
     ap.add_argument("--calib-batches", type=int, default=4)
     ap.add_argument("--calib-batch", type=int, default=8)
@@ -264,7 +265,7 @@ def main() -> None:
                   ", ".join(f"{m} {s:.1f}s" for m, s in lm["plan_s"].items()) + ".", "",
                   "| method | allocation | " + " | ".join(f"{r:.0%} ppl (achieved)" for r in args.ratios) + " |",
                   "|---|---|" + "---|" * len(args.ratios)]
-        for m in METHODS:
+        for m in args.methods:
             for a in args.allocations:
                 cells = [f"{lm['rows'][(m, a, r)][0]:.2f} ({lm['rows'][(m, a, r)][1]:.3f})" for r in args.ratios]
                 lines.append(f"| {m} | {a} | " + " | ".join(cells) + " |")
