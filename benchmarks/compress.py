@@ -101,7 +101,7 @@ def lm_part(args, data: Path) -> dict:
     # calibration windows: from the training split, a seed the pretraining never used
     calib = list(train_windows(split.train, args.calib_batch, 128, args.calib_batches, seed=1234))
     results = {"baseline": base, "rows": {}, "plan_s": {}}
-    for method in METHODS:
+    for method in args.methods:
         t0 = time.time()
         first = rankwise.compress.plan(model, args.ratios[0], method, calib, sensitivity_batches=args.sens_batches,
                                        sensitivity_fractions=tuple(args.sens_fractions))
@@ -161,8 +161,8 @@ def minilm_part(args, data: Path) -> dict:
     calib = [dict(tok(calib_s[i:i + 32], padding=True, truncation=True, max_length=64, return_tensors="pt"))
              for i in range(0, len(calib_s), 32)]
     ref_dev = embed(model, tok, dev_s)
-    base_acc = probe(embed(model, tok, probe_s), probe_y, ref_dev, dev_y)
-    log(f"MiniLM baseline probe accuracy {base_acc:.4f}")
+    base_acc = probe(embed(model, tok, probe_s), probe_y, ref_dev, dev_y) if probe_s else None
+    log(f"MiniLM baseline probe accuracy {base_acc}")
     results = {"baseline_acc": base_acc, "rows": {}, "plan_s": {}, "dev": len(dev_s), "calib_tokens": None}
     for method in args.minilm_methods:
         t0 = time.time()
@@ -175,7 +175,8 @@ def minilm_part(args, data: Path) -> dict:
                 small = rankwise.compress.apply(copy.deepcopy(model), p)
                 dev = embed(small, tok, dev_s)
                 cos = float(torch.nn.functional.cosine_similarity(dev, ref_dev, dim=-1).mean())
-                acc = probe(embed(small, tok, probe_s), probe_y, dev, dev_y) if allocation == "uniform" else None
+                fit = allocation == "uniform" and probe_s
+                acc = probe(embed(small, tok, probe_s), probe_y, dev, dev_y) if fit else None
                 results["rows"][(method, allocation, ratio)] = (cos, acc, p.ratio)
                 log(f"MiniLM {method:8s} {allocation:8s} ratio {ratio:.1f} cos {cos:.4f} acc {acc}")
     results["calib_tokens"] = int(sum(int(b["attention_mask"].sum()) for b in calib))
@@ -224,6 +225,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--cache", default="/tmp/rankwise-bench-compress")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.4, 0.6])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="LM part decompositions")
     ap.add_argument("--allocations", nargs="+", default=["uniform", "energy", "sensitivity"])
     ap.add_argument("--calib-batches", type=int, default=4)
     ap.add_argument("--calib-batch", type=int, default=8)
@@ -263,7 +265,7 @@ def main() -> None:
                   ", ".join(f"{m} {s:.1f}s" for m, s in lm["plan_s"].items()) + ".", "",
                   "| method | allocation | " + " | ".join(f"{r:.0%} ppl (achieved)" for r in args.ratios) + " |",
                   "|---|---|" + "---|" * len(args.ratios)]
-        for m in METHODS:
+        for m in args.methods:
             for a in args.allocations:
                 cells = [f"{lm['rows'][(m, a, r)][0]:.2f} ({lm['rows'][(m, a, r)][1]:.3f})" for r in args.ratios]
                 lines.append(f"| {m} | {a} | " + " | ".join(cells) + " |")
@@ -274,7 +276,7 @@ def main() -> None:
                   f"padding excluded). Cosine: mean cosine similarity of mean-pooled embeddings to the original "
                   f"model's on the first {mini['dev']} dev sentences. Accuracy: logistic regression fitted on frozen "
                   f"embeddings of the next {args.probe_train} SST-2 train sentences, scored on dev (uniform "
-                  f"allocation only); original model **{mini['baseline_acc']:.4f}**. FWSVD is left out: the "
+                  f"allocation only); original model **{mini['baseline_acc']}**. FWSVD is left out: the "
                   "sentence encoder has no training loss of its own to take gradients from. Decomposition time: " +
                   ", ".join(f"{m} {s:.1f}s" for m, s in mini["plan_s"].items()) + ".", "",
                   "| method | allocation | " + " | ".join(f"{r:.0%} cos / acc" for r in args.ratios) + " |",
