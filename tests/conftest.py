@@ -1,7 +1,14 @@
+import os
+
 import pytest
 import torch
 
 from tests.helpers import ToyNet
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per xdist worker: the workers already fill the cores, and oversubscribed torch
+    # threads slow small kernels (SVDs especially) by orders of magnitude.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

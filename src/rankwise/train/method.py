@@ -68,7 +68,7 @@ def method_kwargs(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     command line drives adapters, optimizers and reparameterisations alike. A preset whose rank is
     fixed at 1 (APOLLO-Mini) keeps it.
     """
-    if family_of(name) == "adamw":
+    if name in FULL:  # plain full-rank AdamW: the shared low-rank settings do not apply
         return {}
     default = method_config(name)
     known = {f.name for f in dataclasses.fields(default)} if dataclasses.is_dataclass(default) else set()
