@@ -17,14 +17,14 @@ What it measures, in one process so that ratios share the machine's conditions:
 
 Reference model and settings: the 6-layer, 512-wide Llama of ``benchmarks/adapters.py`` (its builders
 are imported), rank 16, α 32, the 7 projections of every block (42 layers); calibration batches:
-8 sequences of 128 random token ids (batch size 1, the only size PEFT's CorDA hook accepts), with
+4 sequences of 128 random token ids (batch size 1, the only size PEFT's CorDA hook accepts), with
 labels = input ids. Every case runs on a fresh deep copy (copy not timed), cases interleaved per
-repeat after one untimed warm-up round; the median is reported.
+repeat after one untimed warm-up round (none with ``--quick``); the median is reported.
 
 Usage (from the repository root):
 
     python benchmarks/calibration.py            # writes benchmarks/results/calibration.md
-    python benchmarks/calibration.py --quick    # 1 repeat, writes benchmarks/results/calibration.quick.md
+    python benchmarks/calibration.py --quick    # 1 repeat, no warm-up round
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import adapters as ref  # noqa: E402  (the reference model's builders)
 
 warnings.filterwarnings("ignore")
 
-N_BATCHES, SEQ = 8, 128
+N_BATCHES, SEQ = 4, 128
 CASES = ("lora-ga", "lora-one", "lora-sb", "eva", "corda-ipm", "corda-kpm")
 PEFT_HAS = {"lora-ga", "eva", "corda-ipm", "corda-kpm"}
 
@@ -211,8 +211,9 @@ def gradient_cosine(base, batches) -> str:
 def render(args, info, times, agree, cos, load0, load1, wall, forwards) -> str:
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
     L = ["# Calibration time of data-driven inits: rankwise vs PEFT", ""]
+    warm = "no warm-up round" if args.quick else "after one untimed warm-up round"
     L.append(f"Command: `python benchmarks/calibration.py{' --quick' if args.quick else ''}` "
-             f"(repeats: {args.repeats}, after one untimed warm-up round). Wall time {wall:.0f} s.")
+             f"(repeats: {args.repeats}, {warm}). Wall time {wall:.0f} s.")
     L.append("")
     L.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".")
     L.append(f"The machine's 2 cores were shared with other jobs: load average {load0:.1f} at the start and "
@@ -255,7 +256,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
-    out = args.out or HERE / "results" / ("calibration.quick.md" if args.quick else "calibration.md")
+    out = args.out or HERE / "results" / "calibration.md"
+    first = 0 if args.quick else 1  # rounds before `first` are untimed warm-up
     ref.setup_torch()
     t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     info = ref.machine_info()
@@ -264,7 +266,7 @@ def main(argv=None) -> None:
     times = {m: {"collect": [], "rankwise": [], "peft": []} for m in CASES}
     agree: dict[str, str] = {}
     eva_forwards = 0
-    for rnd in range(1 + args.repeats):
+    for rnd in range(1 - first, 1 + args.repeats):
         for m in CASES:
             print(f"round {rnd}: {m}", file=sys.stderr)
             t, _ = timed(run_collect, base, m, batches)
