@@ -99,6 +99,11 @@ def peft_config(method: str):
 
 
 FORWARDS = [0]
+EVA_MAX_PASSES = [None]  # --eva-max-passes: stop PEFT's EVA loop after this many forward passes
+
+
+class PeftEvaCapped(Exception):
+    """PEFT's EVA had not converged after ``--eva-max-passes`` forward passes."""
 
 
 def run_peft(model, method, batches):
@@ -118,9 +123,19 @@ def run_peft(model, method, batches):
         from peft.tuners.lora.eva import initialize_lora_eva_weights
 
         pm = peft.get_peft_model(model, cfg)
-        handle = model.register_forward_pre_hook(lambda *a: FORWARDS.__setitem__(0, FORWARDS[0] + 1))
-        initialize_lora_eva_weights(pm, batches, show_progress_bar=False)
-        handle.remove()
+
+        def count(*_):
+            FORWARDS[0] += 1
+            if EVA_MAX_PASSES[0] is not None and FORWARDS[0] > EVA_MAX_PASSES[0]:
+                raise PeftEvaCapped
+
+        handle = model.register_forward_pre_hook(count)
+        try:
+            initialize_lora_eva_weights(pm, batches, show_progress_bar=False)
+        except PeftEvaCapped:
+            return None
+        finally:
+            handle.remove()
         return pm
     from peft.tuners.lora.corda import preprocess_corda
 
@@ -171,6 +186,8 @@ def overlap(a1, a2):
 
 
 def agreement(method, ours, theirs, base, batches) -> str:
+    if theirs is None:
+        return f"PEFT's EVA had not converged after {EVA_MAX_PASSES[0]} forward passes (stopped)"
     fo, ft = rw_factors(ours), peft_factors(theirs)
     if method == "lora-ga":
         return f"A-row subspace overlap mean {statistics.mean(overlap(fo[n][1], ft[n][1]) for n in fo):.4f}"
@@ -230,8 +247,10 @@ def render(args, info, times, agree, cos, load0, load1, wall, forwards) -> str:
         c, a = med(times[m]["collect"]), med(times[m]["rankwise"])
         p = med(times[m]["peft"]) if m in PEFT_HAS else None
         ratio = f"{p / a:.2f}×" if p else "—"
-        L.append(f"| {m} | {c:.2f} | {a:.2f} | {f'{p:.2f}' if p else 'not in PEFT'} | {ratio} | "
-                 f"{agree.get(m, '—')} |")
+        capped = m == "eva" and agree.get(m, "").startswith("PEFT's EVA had not")
+        shown = "not in PEFT" if p is None else (f"> {p:.2f} (stopped)" if capped else f"{p:.2f}")
+        ratio = f"> {ratio}" if capped else ratio
+        L.append(f"| {m} | {c:.2f} | {a:.2f} | {shown} | {ratio} | {agree.get(m, '—')} |")
     L.append("")
     L.append(f"- LoRA-GA mean gradient, cosine(rankwise, PEFT) over all 42 layers: {cos} (same batches, same loss; "
              "rankwise computes it in eval mode, PEFT in train mode — the reference model has no dropout).")
@@ -254,10 +273,13 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--eva-max-passes", type=int, default=None,
+                   help="stop PEFT's EVA after this many forward passes if it has not converged (default: no cap)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     out = args.out or HERE / "results" / "calibration.md"
     first = 0 if args.quick else 1  # rounds before `first` are untimed warm-up
+    EVA_MAX_PASSES[0] = args.eva_max_passes
     ref.setup_torch()
     t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     info = ref.machine_info()
