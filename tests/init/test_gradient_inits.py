@@ -55,6 +55,7 @@ def test_lora_sb_and_lora_one_start_one_step_away_from_the_base():
 CALIBRATED = ["lora-ga", "lora-one", "lora-sb", "eva", "corda-ipm", "corda-kpm", "lora-xs", "bca", "nlora"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", CALIBRATED)
 def test_trains_then_merges_and_round_trips(tmp_path, method):
     """A few steps reduce the loss; the trained adapter merges exactly and reloads onto the original base model."""
