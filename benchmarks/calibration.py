@@ -229,7 +229,8 @@ def render(args, info, times, agree, cos, load0, load1, wall, forwards) -> str:
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
     L = ["# Calibration time of data-driven inits: rankwise vs PEFT", ""]
     warm = "no warm-up round" if args.quick else "after one untimed warm-up round"
-    L.append(f"Command: `python benchmarks/calibration.py{' --quick' if args.quick else ''}` "
+    cap = f" --eva-max-passes {args.eva_max_passes}" if args.eva_max_passes else ""
+    L.append(f"Command: `python benchmarks/calibration.py{' --quick' if args.quick else ''}{cap}` "
              f"(repeats: {args.repeats}, {warm}). Wall time {wall:.0f} s.")
     L.append("")
     L.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".")
