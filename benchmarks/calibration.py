@@ -17,14 +17,14 @@ What it measures, in one process so that ratios share the machine's conditions:
 
 Reference model and settings: the 6-layer, 512-wide Llama of ``benchmarks/adapters.py`` (its builders
 are imported), rank 16, α 32, the 7 projections of every block (42 layers); calibration batches:
-8 sequences of 128 random token ids (batch size 1, the only size PEFT's CorDA hook accepts), with
+4 sequences of 128 random token ids (batch size 1, the only size PEFT's CorDA hook accepts), with
 labels = input ids. Every case runs on a fresh deep copy (copy not timed), cases interleaved per
-repeat after one untimed warm-up round; the median is reported.
+repeat after one untimed warm-up round (none with ``--quick``); the median is reported.
 
 Usage (from the repository root):
 
     python benchmarks/calibration.py            # writes benchmarks/results/calibration.md
-    python benchmarks/calibration.py --quick    # 1 repeat, writes benchmarks/results/calibration.quick.md
+    python benchmarks/calibration.py --quick    # 1 repeat, no warm-up round
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import adapters as ref  # noqa: E402  (the reference model's builders)
 
 warnings.filterwarnings("ignore")
 
-N_BATCHES, SEQ = 8, 128
+N_BATCHES, SEQ = 4, 128
 CASES = ("lora-ga", "lora-one", "lora-sb", "eva", "corda-ipm", "corda-kpm")
 PEFT_HAS = {"lora-ga", "eva", "corda-ipm", "corda-kpm"}
 
@@ -99,6 +99,11 @@ def peft_config(method: str):
 
 
 FORWARDS = [0]
+EVA_MAX_PASSES = [None]  # --eva-max-passes: stop PEFT's EVA loop after this many forward passes
+
+
+class PeftEvaCapped(Exception):
+    """PEFT's EVA had not converged after ``--eva-max-passes`` forward passes."""
 
 
 def run_peft(model, method, batches):
@@ -118,9 +123,19 @@ def run_peft(model, method, batches):
         from peft.tuners.lora.eva import initialize_lora_eva_weights
 
         pm = peft.get_peft_model(model, cfg)
-        handle = model.register_forward_pre_hook(lambda *a: FORWARDS.__setitem__(0, FORWARDS[0] + 1))
-        initialize_lora_eva_weights(pm, batches, show_progress_bar=False)
-        handle.remove()
+
+        def count(*_):
+            FORWARDS[0] += 1
+            if EVA_MAX_PASSES[0] is not None and FORWARDS[0] > EVA_MAX_PASSES[0]:
+                raise PeftEvaCapped
+
+        handle = model.register_forward_pre_hook(count)
+        try:
+            initialize_lora_eva_weights(pm, batches, show_progress_bar=False)
+        except PeftEvaCapped:
+            return None
+        finally:
+            handle.remove()
         return pm
     from peft.tuners.lora.corda import preprocess_corda
 
@@ -171,6 +186,8 @@ def overlap(a1, a2):
 
 
 def agreement(method, ours, theirs, base, batches) -> str:
+    if theirs is None:
+        return f"PEFT's EVA had not converged after {EVA_MAX_PASSES[0]} forward passes (stopped)"
     fo, ft = rw_factors(ours), peft_factors(theirs)
     if method == "lora-ga":
         return f"A-row subspace overlap mean {statistics.mean(overlap(fo[n][1], ft[n][1]) for n in fo):.4f}"
@@ -211,8 +228,10 @@ def gradient_cosine(base, batches) -> str:
 def render(args, info, times, agree, cos, load0, load1, wall, forwards) -> str:
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
     L = ["# Calibration time of data-driven inits: rankwise vs PEFT", ""]
-    L.append(f"Command: `python benchmarks/calibration.py{' --quick' if args.quick else ''}` "
-             f"(repeats: {args.repeats}, after one untimed warm-up round). Wall time {wall:.0f} s.")
+    warm = "no warm-up round" if args.quick else "after one untimed warm-up round"
+    cap = f" --eva-max-passes {args.eva_max_passes}" if args.eva_max_passes else ""
+    L.append(f"Command: `python benchmarks/calibration.py{' --quick' if args.quick else ''}{cap}` "
+             f"(repeats: {args.repeats}, {warm}). Wall time {wall:.0f} s.")
     L.append("")
     L.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".")
     L.append(f"The machine's 2 cores were shared with other jobs: load average {load0:.1f} at the start and "
@@ -229,8 +248,10 @@ def render(args, info, times, agree, cos, load0, load1, wall, forwards) -> str:
         c, a = med(times[m]["collect"]), med(times[m]["rankwise"])
         p = med(times[m]["peft"]) if m in PEFT_HAS else None
         ratio = f"{p / a:.2f}×" if p else "—"
-        L.append(f"| {m} | {c:.2f} | {a:.2f} | {f'{p:.2f}' if p else 'not in PEFT'} | {ratio} | "
-                 f"{agree.get(m, '—')} |")
+        capped = m == "eva" and agree.get(m, "").startswith("PEFT's EVA had not")
+        shown = "not in PEFT" if p is None else (f"> {p:.2f} (stopped)" if capped else f"{p:.2f}")
+        ratio = f"> {ratio}" if capped else ratio
+        L.append(f"| {m} | {c:.2f} | {a:.2f} | {shown} | {ratio} | {agree.get(m, '—')} |")
     L.append("")
     L.append(f"- LoRA-GA mean gradient, cosine(rankwise, PEFT) over all 42 layers: {cos} (same batches, same loss; "
              "rankwise computes it in eval mode, PEFT in train mode — the reference model has no dropout).")
@@ -253,9 +274,13 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--eva-max-passes", type=int, default=None,
+                   help="stop PEFT's EVA after this many forward passes if it has not converged (default: no cap)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
-    out = args.out or HERE / "results" / ("calibration.quick.md" if args.quick else "calibration.md")
+    out = args.out or HERE / "results" / "calibration.md"
+    first = 0 if args.quick else 1  # rounds before `first` are untimed warm-up
+    EVA_MAX_PASSES[0] = args.eva_max_passes
     ref.setup_torch()
     t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     info = ref.machine_info()
@@ -264,7 +289,7 @@ def main(argv=None) -> None:
     times = {m: {"collect": [], "rankwise": [], "peft": []} for m in CASES}
     agree: dict[str, str] = {}
     eva_forwards = 0
-    for rnd in range(1 + args.repeats):
+    for rnd in range(1 - first, 1 + args.repeats):
         for m in CASES:
             print(f"round {rnd}: {m}", file=sys.stderr)
             t, _ = timed(run_collect, base, m, batches)

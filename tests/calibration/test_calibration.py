@@ -154,3 +154,21 @@ def test_activation_inits_refuse_embeddings_and_convs():
     with pytest.raises(rankwise.ConfigError, match="Linear/Conv1D"):
         rankwise.adapt(model, rankwise.method_config("eva", rank=2, targets=["embed", "fc1"]),
                        calibration=[toy_inputs()])
+
+
+def test_collectors_restore_flags_modes_and_grads_even_when_a_batch_fails():
+    model = tiny_llama().train()
+    model.lm_head.weight.requires_grad_(False)
+    model.model.norm.weight.grad = torch.full_like(model.model.norm.weight, 3.0)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    layers = layers_of(model, ["model.layers.0.self_attn.q_proj"])
+    collect_gradients(model, layers, lm_batches(1))
+    with pytest.raises(rankwise.ConfigError, match="batch 1"):
+        collect_gradients(model, layers, [lm_batches(1)[0], "bad"])
+    with pytest.raises(rankwise.ConfigError, match="batch 1"):
+        collect_inputs(model, layers, [lm_batches(1)[0], "bad"])
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(m.training for m in model.modules())
+    assert torch.equal(model.model.norm.weight.grad, torch.full_like(model.model.norm.weight, 3.0))
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "model.norm.weight")
+    assert not any(m._forward_hooks for m in model.modules())  # every hook removed

@@ -55,8 +55,10 @@ def test_lora_sb_and_lora_one_start_one_step_away_from_the_base():
 CALIBRATED = ["lora-ga", "lora-one", "lora-sb", "eva", "corda-ipm", "corda-kpm", "lora-xs", "bca", "nlora"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", CALIBRATED)
-def test_a_few_training_steps_reduce_the_loss(method):
+def test_trains_then_merges_and_round_trips(tmp_path, method):
+    """A few steps reduce the loss; the trained adapter merges exactly and reloads onto the original base model."""
     model = tiny_llama()
     batches = lm_batches()
     rankwise.adapt(model, rankwise.method_config(method, rank=4), calibration=batches)
@@ -71,3 +73,11 @@ def test_a_few_training_steps_reduce_the_loss(method):
         opt.step()
         opt.zero_grad()
     assert losses[-1] < losses[0] - 1e-3, losses
+    x = ids()
+    with torch.no_grad():
+        out = model(x).logits
+        rankwise.save_adapter(model, tmp_path)
+        back = rankwise.load_adapter(tiny_llama(), tmp_path)
+        assert (back(x).logits - out).abs().max() <= 1e-5
+        rankwise.merge(model)
+        assert (model(x).logits - out).abs().max() <= 1e-5
