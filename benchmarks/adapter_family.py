@@ -168,13 +168,7 @@ def memory_child(names: list[str], steps: int, calibrate: bool) -> None:
         if run.model is None:
             print(json.dumps({"method": name, "skipped": run.note}), flush=True)
             continue
-        _trim()
-        rss0 = ref._status_kib("VmRSS")
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            reset = True
-        except OSError:
-            reset = False
+        rss0, reset = ref.start_rss_probe()
         for s in range(steps):
             train_step(run, ids, s)
         peak = ref._status_kib("VmHWM")

@@ -191,10 +191,11 @@ def _status_kib(key: str) -> int:
     return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
-def memory_child(name: str, steps: int) -> None:
-    """Runs in a fresh process: build + adapt, then report the RSS peak of ``steps`` training steps."""
-    setup_torch()
-    v, ids = build_variant(name), make_batch()
+def start_rss_probe() -> tuple[int, bool]:
+    """Free what can be freed, then reset the RSS high-water mark: (RSS now in KiB, whether the reset worked).
+
+    After it, ``_status_kib("VmHWM")`` is the peak of what runs next (Linux ``/proc/self/clear_refs`` = 5).
+    """
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -202,10 +203,17 @@ def memory_child(name: str, steps: int) -> None:
         pass
     rss0 = _status_kib("VmRSS")
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
-        reset = True
+        Path("/proc/self/clear_refs").write_text("5")
+        return rss0, True
     except OSError:
-        reset = False
+        return rss0, False
+
+
+def memory_child(name: str, steps: int) -> None:
+    """Runs in a fresh process: build + adapt, then report the RSS peak of ``steps`` training steps."""
+    setup_torch()
+    v, ids = build_variant(name), make_batch()
+    rss0, reset = start_rss_probe()
     for _ in range(steps):
         train_step(v, ids)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; recorded, not used (docstring)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import gc
 import json
 import os
@@ -44,7 +43,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from adapters import _status_kib, machine_info, make_base_model, make_batch, setup_torch, source_state  # noqa: E402
+from adapters import _status_kib, machine_info, make_base_model, make_batch, setup_torch, source_state, start_rss_probe  # noqa: E402
 
 warnings.filterwarnings("ignore")
 RANK, GAP, SCALE, LR = 128, 200, 0.25, 1e-3
@@ -224,17 +223,7 @@ def memory_child(mode: str, steps: int, threads: int) -> None:
         opt.zero_grad(set_to_none=True)
 
     step()  # optimizer state now exists
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    rss0 = _status_kib("VmRSS")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        reset = True
-    except OSError:
-        reset = False
+    rss0, reset = start_rss_probe()
     for _ in range(steps):
         step()
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -56,3 +56,18 @@ def perturb(model: nn.Module, std: float = 0.1) -> None:
 
 def ids(batch: int = 2, length: int = 9, vocab: int = 97):
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(3))
+
+
+def fit(model, x: torch.Tensor, target: torch.Tensor, steps: int = 15, lr: float = 3e-2) -> list[float]:
+    """Adam on the adapter's parameters against an MSE target; the loss after each step's forward."""
+    import rankwise
+
+    opt = torch.optim.Adam(rankwise.trainable_parameters(model), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = (model(x) - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import rankwise
-from tests.helpers import perturb
+from tests.helpers import fit, perturb
 
 
 class Block(nn.Module):
@@ -82,12 +82,5 @@ def test_a_few_steps_reduce_the_loss():
     x = torch.randn(32, 16, generator=torch.Generator().manual_seed(1))
     target = teacher(x).detach()
     model = adapt()
-    opt = torch.optim.Adam(rankwise.trainable_parameters(model), lr=3e-2)
-    losses = []
-    for _ in range(15):
-        loss = (model(x) - target).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(model, x, target)
     assert losses[-1] < 0.7 * losses[0], losses

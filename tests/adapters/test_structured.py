@@ -15,7 +15,7 @@ from torch import nn
 import rankwise
 from rankwise.io.files import read_tensors
 from tests.adapters.structured_refs import OPTIONS, REFERENCES, trainable_count
-from tests.helpers import perturb
+from tests.helpers import fit, perturb
 
 METHODS = list(REFERENCES)
 RANK = 4
@@ -119,14 +119,7 @@ def test_a_few_steps_reduce_the_loss(name):
     perturb(teacher, std=0.3)  # a target the method can express: its own form with moved parameters
     x = torch.randn(32, 24, generator=torch.Generator().manual_seed(1))
     target = teacher(x).detach()
-    opt = torch.optim.Adam(rankwise.trainable_parameters(model), lr=3e-2)
-    losses = []
-    for _ in range(15):
-        loss = (model(x) - target).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(model, x, target)
     assert losses[-1] < 0.7 * losses[0], losses
 
 
