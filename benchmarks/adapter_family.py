@@ -207,7 +207,8 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
     cmd = getattr(args, "command_text", None) or f"`{args.command}`"
     L.append(f"Command: {cmd}" + (" — QUICK smoke run, numbers not meaningful" if args.quick else ""))
     L.append("")
-    L.append(f"Machine: {info['CPU']}, {info['cores']} cores **shared with other jobs** (load average "
+    shared = " **shared with other jobs**" if max(loads) > 1.5 else " (idle apart from this run)"
+    L.append(f"Machine: {info['CPU']}, {info['cores']} cores{shared} (load average "
              f"{loads[0]:.1f} at start, {loads[1]:.1f} at end), {info['RAM']}, {info['OS']}; Python {info['Python']}, "
              f"torch {info['torch']}, transformers {info['transformers']}, peft {info['peft']}, rankwise "
              f"{info['rankwise']}, {info['torch threads']} torch threads. Wall time {wall / 60:.1f} min.")
@@ -250,7 +251,7 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
     L.append("Notes")
     L.append("")
     L.append("- Ratios are paired per round against LoRA in the same process, so they are more trustworthy than "
-             "the absolute times on this loaded machine; differences under ~5% are noise here.")
+             "the absolute times; differences under ~5% are noise on this machine.")
     L.append("- FourierFT forms each layer's m×n ΔW by an inverse FFT every step (its docstring explains why the "
              "factored form is not cheaper at n_frequency=1000); SVFT multiplies by the full singular bases "
              "(two extra weight-sized matmuls per layer); HRA applies r reflections to the input sequentially; "
