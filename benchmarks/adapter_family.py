@@ -3,7 +3,7 @@
 The reference model, batch and memory method are those of ``benchmarks/adapters.py`` (imported, not
 copied): a 6-layer, 512-wide Llama built from its config (fp32), batch 4×256 random token ids with
 labels = input ids, every method at rank 16, α 32 on the 7 linear projections of every block
-(42 layers), AdamW(lr=1e-4) over the trainable parameters. Methods that set their own size
+(42 layers), AdamW(lr=1e-4, no weight decay) over the trainable parameters. Methods that set their own size
 (FourierFT's n_frequency, MoRA's r̂, …) use their defaults at that rank.
 
 1. Training-step time (forward + backward + AdamW step, plus the method's TrainingSchedule hooks if
@@ -94,11 +94,14 @@ def build(name: str, base: torch.nn.Module | None, calibrate: bool, total_steps:
     cfg = method_config(name)
     torch.manual_seed(ref.SEED)
     t0 = time.perf_counter()
-    rankwise.adapt(model, cfg, **kw)
+    if isinstance(cfg, rankwise.LoRAConfig):
+        rankwise.adapt(model, cfg, **kw)
+    # else the method applies itself when its schedule is built (LIFT unfreezes W's principal entries)
+    schedule = method.schedule(model, cfg, total_steps) if method.schedule is not None else None
     adapt_s = time.perf_counter() - t0
     params = rankwise.trainable_parameters(model)
-    schedule = method.schedule(model, cfg, total_steps) if method.schedule is not None else None
-    return Run(name, model, torch.optim.AdamW(params, lr=ref.LR), schedule, sum(p.numel() for p in params), adapt_s)
+    optimizer = torch.optim.AdamW(params, lr=ref.LR, weight_decay=0.0)  # LIFT's masked path needs no decay
+    return Run(name, model, optimizer, schedule, sum(p.numel() for p in params), adapt_s)
 
 
 def train_step(run: Run, ids: torch.Tensor, step: int) -> None:
@@ -207,7 +210,7 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
     cmd = getattr(args, "command_text", None) or f"`{args.command}`"
     L.append(f"Command: {cmd}" + (" — QUICK smoke run, numbers not meaningful" if args.quick else ""))
     L.append("")
-    shared = " **shared with other jobs**" if max(loads) > 1.5 else " (idle apart from this run)"
+    shared = " **shared with other jobs**" if max(loads) > 3.5 else " (idle apart from this run)"
     L.append(f"Machine: {info['CPU']}, {info['cores']} cores{shared} (load average "
              f"{loads[0]:.1f} at start, {loads[1]:.1f} at end), {info['RAM']}, {info['OS']}; Python {info['Python']}, "
              f"torch {info['torch']}, transformers {info['transformers']}, peft {info['peft']}, rankwise "

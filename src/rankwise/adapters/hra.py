@@ -12,9 +12,18 @@ Hugging Face PEFT's): u₂ᵢ₋₁ = u₂ᵢ, so each pair of reflections cance
 The paper's orthogonality regulariser λ·‖ÛᵀÛ − I‖²_F (used without Gram-Schmidt) is
 :func:`orthogonality_penalty`; add it to the loss.
 
-Forward, without the (n, n) matrix H: y = W0·(H·x) + b, where H·x applies the r reflections to the
-input one by one (O(T·n·r)); as an additive term, out + W0·(H·x − x). ``Multiplicative`` is the
-wrapper that combines this form with W0: merge W ← W0·H, unmerge W0 ← W·Hᵀ.
+Forward, without the (n, n) matrix H, through the compact WY form of the product of reflections
+(Schreiber & Van Loan, "A storage-efficient WY representation for products of Householder
+transformations", 1989):
+
+    H = I − Û·T·Ûᵀ,   T (r, r) upper triangular,   T⁻¹ = ½·I + striu(ÛᵀÛ)
+
+so H·x = x − Û·(T·(Ûᵀ·x)): two thin (T, n)×(n, r) products and an r×r solve per step instead of r
+sequential reflections, each of which autograd would keep a (T, n) activation for (the reference
+path :meth:`HRA.rotate_reference`, kept for the test that they agree). With one adapter on the
+layer and no dropout the layer runs as y = W0·(H·x) + b (``fused_forward``, one weight matmul);
+otherwise as an additive term, out + W0·(H·x − x). ``Multiplicative`` is the wrapper that combines
+this form with W0: merge W ← W0·H, unmerge W0 ← W·Hᵀ.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.context import BuildContext
@@ -77,8 +87,22 @@ class HRA(Parameterisation):
             q.append(v / v.norm())
         return torch.stack(q, dim=1)
 
+    def wy_factor(self, u: torch.Tensor) -> torch.Tensor:
+        """T (r, r) of H = I − Û·T·Ûᵀ for unit columns Û: T⁻¹ = ½·I + striu(ÛᵀÛ) (upper triangular)."""
+        r = u.shape[1]
+        t_inv = torch.triu(u.t() @ u, diagonal=1) + 0.5 * torch.eye(r, dtype=u.dtype, device=u.device)
+        eye = torch.eye(r, dtype=u.dtype, device=u.device)
+        return torch.linalg.solve_triangular(t_inv, eye, upper=True)
+
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """x ↦ H·x for x (..., n): rows of x times Hᵀ = H_r ⋯ H₁ (reflections applied right to left)."""
+        """x ↦ H·x for x (..., n), as rows of x times Hᵀ = I − Û·Tᵀ·Ûᵀ (compact WY form)."""
+        u = self._units().to(x.dtype)
+        if self.apply_gs:
+            return x - 2 * (x @ u) @ u.t()
+        return x - ((x @ u) @ self.wy_factor(u).t()) @ u.t()            # (..., r) → (..., n)
+
+    def rotate_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The plain path of :meth:`rotate`: rows of x times Hᵀ = H_r ⋯ H₁, one reflection at a time."""
         u = self._units().to(x.dtype)
         if self.apply_gs:
             return x - 2 * (x @ u) @ u.t()
@@ -105,6 +129,17 @@ class HRA(Parameterisation):
             x = x.to(self.hra_u.dtype)
         w0 = self.geometry.matrix(base.weight)
         return out + ((self.rotate(x) - x).to(w0.dtype) @ w0.t()).to(out.dtype)
+
+    def fused_forward(self, base: nn.Module, x: torch.Tensor, magnitude: torch.Tensor | None = None
+                      ) -> torch.Tensor | None:
+        """The whole layer, W0·(H·x) + b: one weight matmul instead of the additive form's two."""
+        if magnitude is not None:
+            return None
+        w0 = self.geometry.matrix(base.weight)
+        if x.dtype != self.hra_u.dtype:
+            x = x.to(self.hra_u.dtype)
+        bias = getattr(base, "bias", None)
+        return F.linear(self.rotate(x).to(w0.dtype), w0, bias)
 
     def orthogonality_penalty(self) -> torch.Tensor:
         """‖ÛᵀÛ − I‖²_F: HRA's regulariser towards orthogonal reflection directions."""

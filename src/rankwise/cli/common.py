@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class Run:
     prepared: Prepared
     result: TrainResult
     setup: Setup
+    prepare_s: float = 0.0  # applying the method: decompositions, calibration pass, optimizer construction
 
 
 def set_threads(n: int) -> None:
@@ -45,15 +47,17 @@ def run_method(cfg: RunSettings, method: str, out: Path, setup: Setup, resume: b
     settings = {**cfg.method_settings(), "modules_to_save": list(dict.fromkeys([*cfg.modules_to_save, *setup.heads]))}
     kwargs = method_kwargs(method, settings)
     calibration = lambda: [setup.task.batch(i, 0) for i in range(CALIBRATION_BATCHES)]  # noqa: E731
+    t0 = time.perf_counter()
     prepared = prepare_method(model, method, kwargs, lr=cfg.lr, total_steps=cfg.steps,
                               weight_decay=cfg.weight_decay, calibration=calibration)
+    prepare_s = time.perf_counter() - t0
     result = train(model, setup.task, prepared, cfg, out, resume=resume)
     if prepared.family == "adapter":
         import rankwise
 
         rankwise.save_adapter(model, out / "adapter")
-    write_json(out / "result.json", result_dict(method, cfg.lr, prepared, result, setup))
-    return Run(model, prepared, result, setup)
+    write_json(out / "result.json", {**result_dict(method, cfg.lr, prepared, result, setup), "prepare_s": prepare_s})
+    return Run(model, prepared, result, setup, prepare_s)
 
 
 def result_dict(method: str, lr: float, prepared: Prepared, result: TrainResult, setup: Setup) -> dict[str, Any]:
