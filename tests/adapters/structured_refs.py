@@ -44,7 +44,8 @@ def svft(d, w0):
     m_core = torch.zeros(k, k, dtype=w0.dtype)
     for (i, j), v in zip(d.svft_index.t().tolist(), d.svft_values, strict=True):
         m_core[i, j] = m_core[i, j] + v
-    return d.svft_U @ m_core @ d.svft_Vh
+    gate = 1.0 if d.svft_gate is None else 1.0 / (1.0 + torch.exp(-d.svft_gate[0]))  # σ(g), the reference's gate
+    return d.svft_U @ (gate * m_core) @ d.svft_Vh
 
 
 def loldu(d, w0):
@@ -55,8 +56,39 @@ def qr_lora(d, w0):
     return d.scale * sum(d.qr_lambda[i] * torch.outer(d.qr_Q[:, i], d.qr_R[i]) for i in range(d.rank))
 
 
+def mora_rope(m, n, mm):
+    """MoRA type 6 (arXiv 2405.12130 Eq. 9 as kongds/MoRA implements it), one column and one entry at a time.
+
+    Input feature j sits at padded position j, and also at n + j when j < pad (wrap-around padding).
+    Position p is entry q = p mod r̂ of chunk i = p // r̂; chunk i is rotated by RoPE at position i
+    (pairs (t, t + r̂/2) turned by the angle i·10000^(−2t/r̂)), multiplied by M, and written to output
+    slots i·r̂ … i·r̂ + r̂ − 1 of a b·r̂ vector, which is tiled/truncated to length m.
+    """
+    rh = mm.shape[0]
+    h = rh // 2
+    nb = -(-n // rh)
+    pad = nb * rh - n
+    out = torch.zeros(m, n, dtype=mm.dtype)
+    for j in range(n):
+        for p in [j] + ([n + j] if j < pad else []):
+            i, q = divmod(p, rh)
+            t = q % h
+            angle = i * 10000.0 ** (-2.0 * t / rh)
+            rotated = torch.zeros(rh, dtype=torch.float64)  # R_i·e_q
+            rotated[q] = math.cos(angle)
+            rotated[q + h if q < h else q - h] = math.sin(angle) if q < h else -math.sin(angle)
+            z = mm @ rotated.to(mm.dtype)
+            for row in range(m):
+                s = row % (nb * rh)
+                if s // rh == i:
+                    out[row, j] += z[s % rh]
+    return out
+
+
 def mora(d, w0):
     m, n = w0.shape
+    if d.mora_type == 6:
+        return mora_rope(m, n, d.mora_M)
     rh = d.rhat
     c = torch.zeros(rh, n, dtype=w0.dtype)
     for j in range(n):
@@ -110,9 +142,9 @@ def trainable_count(name: str, m: int, n: int, r: int, opts: dict) -> int:
     """Trainable numbers per (m, n) layer as each paper states them."""
     nb = math.ceil(min(m, n) / r)
     k = min(m, n)
-    svft_nnz = sum(k - abs(o) for o in range(-2, 3))  # banded, d = 2
+    svft_n = sum(k - abs(o) for o in range(-2, 3)) + 1  # banded, d = 2: nnz(M), plus the gate
     rh = min(int(math.sqrt((m + n) * r) + 0.5), m, n)
     return {"vera": r + m, "nola": opts.get("nola_k", 64) + opts.get("nola_l", 64), "randlora": r * nb + nb * k,
-            "svfit": r, "svft": svft_nnz, "loldu": r + 1, "qr-lora": r, "mora": rh * rh, "hra": r * n,
+            "svfit": r, "svft": svft_n, "loldu": r + 1, "qr-lora": r, "mora": rh * rh, "hra": r * n,
             "fourierft": opts.get("fourierft_n_frequency", 1000), "abba": r * (m + n),
             "deep-lora": r * (m + n) + r * r}[name]

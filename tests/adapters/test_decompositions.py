@@ -27,7 +27,8 @@ def test_svfit_trains_the_top_singular_values():
                                u[:, :4] @ torch.diag(s[:4]) @ vh[:4], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pattern,nnz", [("plain", 20), ("banded", 20 + 2 * 19 + 2 * 18), ("random", 20 + 2 * 20)])
+@pytest.mark.parametrize("pattern,nnz", [("plain", 20), ("banded", 20 + 2 * 19 + 2 * 18), ("random", 20 + 2 * 20),
+                                         ("top_k", 20 + 2 * 19 + 2 * 18)])
 def test_svft_patterns(pattern, nnz):
     layer, d = one_layer("svft", options={"svft_pattern": pattern})
     assert d.svft_values.numel() == nnz

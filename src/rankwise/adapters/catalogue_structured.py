@@ -35,13 +35,15 @@ _register("randlora", "RandLoRA: Full-rank parameter-efficient fine-tuning of la
 _register("svfit", "SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using Singular Values "
           "(arXiv 2409.05926)", "ΔW = U_r·diag(σ − σ₀)·V_rᵀ, top-r SVD of W0", "r")
 _register("svft", "SVFT: Parameter-Efficient Fine-Tuning with Singular Vectors (arXiv 2405.19597)",
-          "ΔW = U·M·Vᵀ, M sparse (plain / banded / random), full SVD of W0", "nnz(M)")
+          "ΔW = U·(σ(g)·M)·Vᵀ, M sparse (plain / banded / random / top-k), g a per-layer gate, full SVD of W0",
+          "nnz(M) + 1 (gate)")
 _register("loldu", "LoLDU: Low-Rank Adaptation via Lower-Diag-Upper Decomposition (arXiv 2410.13618)",
           "ΔW = P·L_r·(σ·diag(z) − diag(z₀))·U_r from W0 = P·L·D·U", "r + 1")
 _register("qr-lora", "QR-LoRA: QR-Based Low-Rank Adaptation for Efficient Fine-Tuning of LLMs (arXiv 2508.21810)",
           "ΔW = s·Q_r·diag(λ)·R_r from W0·Π = Q·R", "r")
 _register("mora", "MoRA: High-Rank Updating for Parameter-Efficient Fine-Tuning (arXiv 2405.12130)",
-          "ΔW = D·M·C, M r̂×r̂, r̂ = round(√((m+n)·r)), C/D sum/repeat operators", "r̂² ≈ r·(m+n)")
+          "ΔW = D·M·C (mora_type 1: sum/repeat) or D·blockdiag(M·Rᵢ)·P (mora_type 6: RoPE-rotated input "
+          "chunks), M r̂×r̂, r̂ = round(√((m+n)·r))", "r̂² ≈ r·(m+n)")
 _register("hra", "Bridging The Gap between Low-rank and Orthogonal Adaptation via Householder Reflection "
           "Adaptation (arXiv 2405.17484)", "W = W0·Π(I − 2ûᵢûᵢᵀ)", "r·n", peft=True)
 _register("fourierft", "Parameter-Efficient Fine-Tuning with Discrete Fourier Transform (arXiv 2405.03003)",

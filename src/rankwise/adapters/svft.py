@@ -1,22 +1,45 @@
 """SVFT: a sparse trainable matrix between W0's singular vectors.
 
-"SVFT: Parameter-Efficient Fine-Tuning with Singular Vectors", Lingam et al., arXiv 2405.19597.
+"SVFT: Parameter-Efficient Fine-Tuning with Singular Vectors", Lingam et al., arXiv 2405.19597;
+reference code github.com/VijayLingam95/SVFT (``svft/svft_layers.py``), followed where it and the
+paper differ.
 
-    W0 = U·diag(S)·Vᵀ (thin SVD, k = min(m, n)),   W = U·(diag(S) + M)·Vᵀ   ⇒   ΔW = U·M·Vᵀ
+    W0 = U·diag(S)·Vᵀ (thin SVD, k = min(m, n)),   W = U·(diag(S) + M_eff)·Vᵀ   ⇒   ΔW = U·M_eff·Vᵀ
+    M_eff = σ(g)·M          (``svft_gate=True``, the reference)   or   M_eff = M   (``svft_gate=False``)
 
-with M (k, k) sparse on a fixed pattern and only its non-zeros trained (nnz(M) numbers):
+with M (k, k) sparse on a fixed pattern, only its nnz non-zeros trained, and g one learnable scalar
+per layer (the reference's ``gate``): trainable numbers per layer nnz(M) + 1 (nnz(M) without the gate).
 
-* ``"plain"``: the diagonal (SVFT^P, k numbers);
-* ``"banded"``: |i − j| ≤ ``svft_d`` (SVFT^B_d);
-* ``"random"``: the diagonal plus ``svft_d``·k seeded random off-diagonal entries (SVFT^R).
+Patterns (``svft_pattern``; ``svft_d`` = d):
 
-M starts at 0. Forward without any (m, n) or (k, k) matrix: h = Vᵀ·x (T, k), h' = M·h by a
-gather/scatter over the nnz entries, out + U·h'. U and V (the full singular bases, as large as W0)
-are persistent buffers and saved; the pattern is regenerated from the options. No α/r scale.
-The paper's learnable gating of off-diagonal entries is not implemented.
+* ``"plain"``: the diagonal (SVFT^P, k entries);
+* ``"banded"``: |i − j| ≤ d (SVFT^B_d, nnz = k(2d+1) − d(d+1));
+* ``"random"``: the diagonal plus d·k seeded random distinct off-diagonal entries (SVFT^R). The reference
+  instead draws k(2d+1) − d(d+1) (row, column) pairs uniformly *with* replacement, unseeded;
+* ``"top_k"``: the nnz = k(2d+1) − d(d+1) entries (as many as banded) with the largest *signed* value of
+  an "alignment" matrix A (k, k), chosen once from W0's SVD. As in the reference code: A = U·V
+  (entry (i, j) = Σₗ U[i, l]·V[l, j]) when W0 is square, A = U when m < n, A = Vᵀ when m > n. The paper
+  describes A[i, j] = uᵢᵀvⱼ (= UᵀV for square W0); the reference's matrix is what the published results
+  used, so it is the one implemented. The choice depends on the SVD's sign convention, so the indices
+  are saved with the adapter (for the other patterns they are regenerated from the options).
+
+Gate (``svft_gate``, default True as in the reference, which always gates): g is initialised to 0
+(σ(g) = ½) and multiplies *every* trainable entry of M, diagonal included (not only the off-diagonal
+ones); the frozen singular values diag(S) are not gated.
+
+Init (``svft_init_zero``): the reference draws M's entries Kaiming-normal with fan-in nnz, i.e.
+N(0, 2/nnz) (its ``kaiming_normal_`` on a (1, nnz) tensor), so the adapted model does *not* start exactly
+at the base model (ΔW₀ = ½·U·M₀·Vᵀ, small). That is the default here; ``svft_init_zero=True`` starts at
+M = 0 (then g gets no gradient until M has moved).
+
+Forward without any (m, n) or (k, k) matrix: h = Vᵀ·x (T, k), h' = M_eff·h by a gather/scatter over the nnz
+entries (σ(g) folded into the nnz values), out + U·h'. U and V (the full singular bases, as large as W0)
+are persistent buffers and saved. No α/r scale.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -26,12 +49,18 @@ from ..core.contract import Parameterisation
 from ..core.geometry import LayerGeometry
 from ..errors import ConfigError
 
-OPTIONS = {"svft_pattern": "banded", "svft_d": 2, "svft_seed": 0}
-PATTERNS = ("plain", "banded", "random")
+OPTIONS = {"svft_pattern": "banded", "svft_d": 2, "svft_seed": 0, "svft_gate": True, "svft_init_zero": False}
+PATTERNS = ("plain", "banded", "random", "top_k")
+
+
+def banded_count(k: int, d: int) -> int:
+    """nnz of the band |i − j| ≤ d of a (k, k) matrix: k(2d+1) − d(d+1) while d < k (the reference's count)."""
+    d = min(d, k - 1)
+    return k * (2 * d + 1) - d * (d + 1)
 
 
 def svft_pattern(k: int, pattern: str, d: int, seed: int) -> torch.Tensor:
-    """(2, nnz) row/column indices of M's trainable entries."""
+    """(2, nnz) row/column indices of M's trainable entries for the W0-independent patterns."""
     idx = torch.arange(k)
     if pattern == "plain":
         return torch.stack([idx, idx])
@@ -48,8 +77,25 @@ def svft_pattern(k: int, pattern: str, d: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.cat([idx, off // k]), torch.cat([idx, off % k])])
 
 
+def alignment(u: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+    """The (k, k) matrix whose largest entries the top-k pattern keeps, as the reference code forms it.
+
+    ``u`` is U (m, k), ``vh`` is Vᵀ (k, n). Square W0: U·V; m < n: U (square); m > n: Vᵀ (square).
+    """
+    if u.shape == vh.shape:
+        return u @ vh.t()
+    return u if u.shape[0] == u.shape[1] else vh
+
+
+def top_k_pattern(u: torch.Tensor, vh: torch.Tensor, count: int) -> torch.Tensor:
+    """(2, count) row/column indices of the ``count`` largest entries of :func:`alignment`, largest first."""
+    a = alignment(u, vh)
+    flat = torch.topk(a.reshape(-1), count).indices
+    return torch.stack([flat // a.shape[1], flat % a.shape[1]])
+
+
 class SVFT(Parameterisation):
-    """ΔW = U·M·Vᵀ with M sparse; trainable ``svft_values`` (nnz,)."""
+    """ΔW = U·(σ(g)·M)·Vᵀ with M sparse; trainable ``svft_values`` (nnz,) and, gated, ``svft_gate`` (1,)."""
 
     supported_inits = ("default",)
 
@@ -61,38 +107,68 @@ class SVFT(Parameterisation):
         pattern = ctx.option("svft_pattern")
         if pattern not in PATTERNS:
             raise ConfigError(f"svft_pattern must be one of {PATTERNS}, got {pattern!r}")
+        d = ctx.option("svft_d")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise ConfigError(f"svft_d must be an integer ≥ 0 (off-diagonals each side / per row), got {d!r}")
+        for key in ("svft_gate", "svft_init_zero"):
+            if not isinstance(ctx.option(key), bool):
+                raise ConfigError(f"{key} must be True or False, got {ctx.option(key)!r}")
         m, n = geometry.out_features, geometry.in_features
         k = min(m, n)
-        idx = svft_pattern(k, pattern, int(ctx.option("svft_d")), ctx.option("svft_seed"))
-        self.register_buffer("svft_index", idx.to(device), persistent=False)
+        self.pattern = pattern
+        self.init_zero = ctx.option("svft_init_zero")
+        if pattern == "top_k":
+            # chosen from W0's SVD in default_init, and saved: the SVD's signs decide which entries win
+            idx = torch.zeros(2, banded_count(k, d), dtype=torch.long)
+            self.register_buffer("svft_index", idx.to(device))
+        else:
+            idx = svft_pattern(k, pattern, d, ctx.option("svft_seed"))
+            self.register_buffer("svft_index", idx.to(device), persistent=False)
         self.register_buffer("svft_U", torch.zeros(m, k, dtype=dtype, device=device))
         self.register_buffer("svft_Vh", torch.zeros(k, n, dtype=dtype, device=device))
         self.svft_values = nn.Parameter(torch.zeros(idx.shape[1], dtype=dtype, device=device))
+        # one scalar per layer, 0 ⇒ σ = ½ (the reference's gate)
+        self.svft_gate = nn.Parameter(torch.zeros(1, dtype=dtype, device=device)) if ctx.option("svft_gate") else None
 
     def default_init(self, w0: torch.Tensor) -> bool:
         u, _, vh = torch.linalg.svd(w0.float(), full_matrices=False)
         with torch.no_grad():
             self.svft_U.copy_(u.to(self.svft_U.dtype))
             self.svft_Vh.copy_(vh.to(self.svft_Vh.dtype))
-            self.svft_values.zero_()
+            if self.pattern == "top_k":  # from the stored bases, so the file's U, V reproduce it
+                self.svft_index.copy_(top_k_pattern(self.svft_U, self.svft_Vh, self.svft_index.shape[1]))
+            if self.init_zero:
+                self.svft_values.zero_()
+            else:  # the reference's kaiming_normal_ on a (1, nnz) tensor: fan-in nnz, gain √2
+                self.svft_values.normal_(0.0, math.sqrt(2.0 / self.svft_values.numel()))
+            if self.svft_gate is not None:
+                self.svft_gate.zero_()
         return False
 
+    def effective_values(self) -> torch.Tensor:
+        """The nnz entries of M_eff: σ(g)·M's values when gated, else M's."""
+        if self.svft_gate is None:
+            return self.svft_values
+        return self.svft_values * torch.sigmoid(self.svft_gate)
+
     def core(self) -> torch.Tensor:
-        """M as a dense (k, k) matrix, for merging and analysis."""
+        """M_eff as a dense (k, k) matrix, for merging and analysis."""
         k = self.svft_U.shape[1]
-        m = torch.zeros(k, k, dtype=self.svft_values.dtype, device=self.svft_values.device)
-        return m.index_put((self.svft_index[0], self.svft_index[1]), self.svft_values, accumulate=True)
+        vals = self.effective_values()
+        m = torch.zeros(k, k, dtype=vals.dtype, device=vals.device)
+        return m.index_put((self.svft_index[0], self.svft_index[1]), vals, accumulate=True)
 
     def add_delta(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.svft_values.dtype:
             x = x.to(self.svft_values.dtype)
         h = x @ self.svft_Vh.t()                                        # (..., k)
         rows, cols = self.svft_index
-        h2 = torch.zeros_like(h).index_add_(-1, rows, h[..., cols] * self.svft_values)  # M·h
+        h2 = torch.zeros_like(h).index_add_(-1, rows, h[..., cols] * self.effective_values())  # M_eff·h
         return out + (h2 @ self.svft_U.t()).to(out.dtype)
 
     def delta_matrix(self) -> torch.Tensor:
         return self.svft_U @ self.core() @ self.svft_Vh
 
     def extra_repr(self) -> str:
-        return f"in={self.geometry.in_features}, out={self.geometry.out_features}, nnz={self.svft_values.numel()}"
+        return (f"in={self.geometry.in_features}, out={self.geometry.out_features}, pattern={self.pattern}, "
+                f"nnz={self.svft_values.numel()}, gate={self.svft_gate is not None}")
