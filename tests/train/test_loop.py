@@ -162,6 +162,31 @@ def test_method_kwargs_keep_only_fields_the_method_has():
     kw = method_kwargs("dora", {"rank": 16, "alpha": None, "targets": ["q_proj"], "update_gap": 50})
     assert kw == {"rank": 16, "targets": ["q_proj"]}
     assert method_kwargs("adamw", {"rank": 16}) == {}
+    shared = {"rank": 4, "alpha": 8.0, "targets": ["q_proj"], "modules_to_save": ["score"], "update_gap": 50,
+              "refresh_every": 5}
+    assert method_kwargs("lift", shared) == {"rank": 4, "targets": ["q_proj"], "modules_to_save": ["score"],
+                                             "refresh_every": 5}
+
+
+def test_lift_path_sparse_optimizer_and_resume_across_refreshes(tmp_path):
+    kwargs = {"rank": 2, "refresh_every": 4, "approx_rank": 8}
+    ref, result = run(tmp_path / "a", method="lift", kwargs=kwargs)
+    base = tiny_llama()
+    targets = [m for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"]
+    k = sum(2 * (m.in_features + m.out_features) for m in targets)
+    assert result.trainable == k  # the mask entries, not the dense weights they sit in
+    assert result.optimizer_state_bytes == 2 * 4 * k  # (K,) fp32 moments per layer; steps are plain ints
+    assert result.final_eval["val_loss"] < math.log(97)
+    moved = sum(int((p != q).sum()) for p, q in zip(ref.parameters(), base.parameters(), strict=True))
+    assert 0 < moved <= k * 3  # sparse: at most the entries of the masks it went through
+    t = tokens()
+    interrupting = InterruptAt(t[:3600], t[3600:], batch_size=4, seq_len=16)
+    interrupting.at = 5  # stop after step 6: between the refreshes after steps 4 and 8
+    with pytest.raises(TrainingInterrupted, match="after step 6"):
+        run(tmp_path / "b", method="lift", kwargs=kwargs, t=interrupting)
+    resumed, _ = run(tmp_path / "b", method="lift", kwargs=kwargs, resume=True)
+    for (n, p), q in zip(ref.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(p, q), n
 
 
 @pytest.mark.skipif(not hasattr(rankwise.optim, "build_optimizer"), reason="rankwise.optim.build_optimizer "

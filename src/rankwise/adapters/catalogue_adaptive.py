@@ -1,6 +1,7 @@
 """Catalogue entries for gradient rules (LoRA-Pro, AltLoRA, ALLoRA) and rank-adaptive adapters
 (AdaLoRA, SoRA, DyLoRA). Each names a ``LoRAConfig`` preset and the ``TrainingSchedule`` that acts
-during training; schedules are imported when first built (the optim package imports the core)."""
+during training; schedules are imported when first built (the optim package imports the core).
+LIFT (sparse training of W itself) is listed here too, with its own apply, optimizer and save hooks."""
 
 from __future__ import annotations
 
@@ -105,8 +106,26 @@ def _lift(model, config, total_steps):
     return lift(model, config)  # applying LIFT *is* building its schedule: it unfreezes W's principal entries
 
 
+def _lift_apply(model, config, calibration=None) -> None:
+    """Nothing up front: LIFT adds no modules; its schedule picks and unfreezes the principal entries."""
+
+
+def _lift_optimizer(model, config, schedule, lr: float, weight_decay: float):
+    from ..core.api import trainable_parameters
+    from ..sparse.lift_adamw import LIFTAdamW
+
+    return LIFTAdamW(trainable_parameters(model), schedule, lr=lr, weight_decay=weight_decay)
+
+
+def _lift_save(model, schedule, folder) -> None:
+    from ..sparse.lift import save_lift
+
+    save_lift(schedule, folder)
+
+
 register_method(
     "lift", "adapter", "LIFT the Veil for the Truth: Principal Weights Emerge after Rank Reduction for "
     "Reasoning-Focused Supervised Fine-Tuning (arXiv 2506.00772)", _lift_config,
     formula="train W only on the r·(m+n) largest entries of |W_k| (rank-k SVD of W), mask refreshed every K steps",
-    trainable="r·(m+n) entries of W", mergeable=None, peft=False, schedule=_lift)
+    trainable="r·(m+n) entries of W", mergeable=None, peft=False, schedule=_lift, apply=_lift_apply,
+    optimizer=_lift_optimizer, save=_lift_save)

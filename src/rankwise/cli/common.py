@@ -38,7 +38,11 @@ def set_threads(n: int) -> None:
 
 def run_method(cfg: RunSettings, method: str, out: Path, setup: Setup, resume: bool = False,
                lr: float | None = None) -> Run:
-    """Train a fresh model from ``setup`` with ``method``; writes metrics, checkpoint, adapter and result.json."""
+    """Train a fresh model from ``setup`` with ``method``; writes metrics, checkpoint, adapter and result.json.
+
+    Adapter-family methods save their trained update in ``out/adapter`` (``rankwise.save_adapter``, or the
+    method's ``save`` hook: LIFT writes a sparse update that ``rankwise.sparse.load_lift`` reads).
+    """
     out = Path(out)
     if lr is not None:
         cfg = dataclasses.replace(cfg, lr=lr)
@@ -55,7 +59,11 @@ def run_method(cfg: RunSettings, method: str, out: Path, setup: Setup, resume: b
     if prepared.family == "adapter":
         import rankwise
 
-        rankwise.save_adapter(model, out / "adapter")
+        save = rankwise.get_method(method).save  # a method's own format (LIFT: lift.json + lift.safetensors)
+        if save is not None:
+            save(model, prepared.schedule, out / "adapter")
+        else:
+            rankwise.save_adapter(model, out / "adapter")
     write_json(out / "result.json", {**result_dict(method, cfg.lr, prepared, result, setup), "prepare_s": prepare_s})
     return Run(model, prepared, result, setup, prepare_s)
 

@@ -6,7 +6,9 @@ dispatches on the method's family (``rankwise.get_method(name).family``):
 
 * ``"adamw"`` / ``"full"``: full fine-tuning with ``torch.optim.AdamW`` over every parameter;
 * ``"adapter"``: ``rankwise.adapt`` (with calibration batches if the method reads them), AdamW over
-  ``rankwise.param_groups`` (LoRA+ ratios included), and the method's schedule if it has one;
+  ``rankwise.param_groups`` (LoRA+ ratios included), and the method's schedule if it has one; a
+  method's own ``apply`` / ``optimizer`` hooks (``rankwise.methods.Method``) replace adapt / AdamW
+  (LIFT: no adapter, its schedule unfreezes W's principal entries, ``LIFTAdamW`` keeps (K,) moments);
 * ``"optimizer"``: ``rankwise.optim.build_optimizer`` over the full model (GaLore, Fira, APOLLO, …);
 * ``"reparam"``: ``rankwise.reparameterize`` (the model changes in place), AdamW over what it leaves
   trainable, and the schedule it returns (restarts, merges).
@@ -40,7 +42,10 @@ class Prepared:
     schedule: TrainingSchedule
 
     def trainable(self, model: nn.Module) -> int:
-        """Number of trainable parameters."""
+        """Number of trainable parameters (entries, for a schedule that trains part of a tensor, as LIFT)."""
+        count = getattr(self.schedule, "trainable_count", None)
+        if count is not None:
+            return int(count())
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -100,16 +105,24 @@ def prepare_method(model: nn.Module, name: str, kwargs: dict[str, Any], lr: floa
 
         method = get_method(name)
         config = method_config(name, **kwargs)
+        batches = None
         if method.needs_calibration:
             if calibration is None:
                 raise ConfigError(f"method {name!r} needs calibration batches, and none were given")
-            rankwise.adapt(model, config, calibration=calibration())
+            batches = calibration()
+        if method.apply is not None:  # not applied by adapt (LIFT trains W itself)
+            method.apply(model, config, batches)
+        elif batches is not None:
+            rankwise.adapt(model, config, calibration=batches)
         else:
             rankwise.adapt(model, config)
         if method.schedule is not None:
             schedule = method.schedule(model, config, total_steps)
-        opt = torch.optim.AdamW(rankwise.param_groups(model, lr=lr, weight_decay=weight_decay), lr=lr,
-                                weight_decay=weight_decay)
+        if method.optimizer is not None:  # a method-specific optimizer (LIFT's sparse-state AdamW)
+            opt = method.optimizer(model, config, schedule, lr, weight_decay)
+        else:
+            opt = torch.optim.AdamW(rankwise.param_groups(model, lr=lr, weight_decay=weight_decay), lr=lr,
+                                    weight_decay=weight_decay)
     elif family == "optimizer":
         optim = _optim_api()
         if optim is None:
