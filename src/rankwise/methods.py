@@ -38,6 +38,9 @@ class Method:
             restarts): ``(model, config, total_steps) -> rankwise.schedule.TrainingSchedule``,
             called after the method is applied; None for methods with nothing to do per step.
         needs_calibration: whether applying the method reads calibration batches.
+        optimizer: for adapter methods whose update rule is an optimizer (LoRA-Pro's AdamW, AltLoRA):
+            ``(model, config, schedule, lr=, weight_decay=) -> torch.optim.Optimizer``, called after
+            ``schedule``; None: AdamW over ``rankwise.param_groups``.
     """
 
     name: str
@@ -50,6 +53,7 @@ class Method:
     peft: bool = False
     schedule: Callable[..., Any] | None = field(default=None, repr=False)
     needs_calibration: bool = False
+    optimizer: Callable[..., Any] | None = field(default=None, repr=False)
 
 
 METHODS: dict[str, Method] = {}
@@ -57,14 +61,15 @@ METHODS: dict[str, Method] = {}
 
 def register_method(name: str, family: str, paper: str, make_config: Callable[..., Any], *, formula: str = "",
                     trainable: str = "", mergeable: bool | None = None, peft: bool = False,
-                    schedule: Callable[..., Any] | None = None, needs_calibration: bool = False) -> Method:
+                    schedule: Callable[..., Any] | None = None, needs_calibration: bool = False,
+                    optimizer: Callable[..., Any] | None = None) -> Method:
     """Add a method to the catalogue (called by each package at import). Names must be unique."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if name in METHODS:
         raise ValueError(f"method {name!r} is registered twice")
     METHODS[name] = Method(name, family, paper, make_config, formula, trainable, mergeable, peft, schedule,
-                           needs_calibration)
+                           needs_calibration, optimizer)
     return METHODS[name]
 
 

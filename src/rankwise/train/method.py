@@ -5,8 +5,9 @@
 dispatches on the method's family (``rankwise.get_method(name).family``):
 
 * ``"adamw"`` / ``"full"``: full fine-tuning with ``torch.optim.AdamW`` over every parameter;
-* ``"adapter"``: ``rankwise.adapt`` (with calibration batches if the method reads them), AdamW over
-  ``rankwise.param_groups`` (LoRA+ ratios included), and the method's schedule if it has one;
+* ``"adapter"``: ``rankwise.adapt`` (with calibration batches if the method reads them), the method's
+  schedule if it has one, and its optimizer hook if it has one (LoRA-Pro's AdamW, AltLoRA), else AdamW
+  over ``rankwise.param_groups`` (LoRA+ ratios included);
 * ``"optimizer"``: ``rankwise.optim.build_optimizer`` over the full model (GaLore, Fira, APOLLO, …);
 * ``"reparam"``: ``rankwise.reparameterize`` (the model changes in place), AdamW over what it leaves
   trainable, and the schedule it returns (restarts, merges).
@@ -108,8 +109,11 @@ def prepare_method(model: nn.Module, name: str, kwargs: dict[str, Any], lr: floa
             rankwise.adapt(model, config)
         if method.schedule is not None:
             schedule = method.schedule(model, config, total_steps)
-        opt = torch.optim.AdamW(rankwise.param_groups(model, lr=lr, weight_decay=weight_decay), lr=lr,
-                                weight_decay=weight_decay)
+        if method.optimizer is not None:  # the method's update rule is an optimizer (LoRA-Pro's AdamW, AltLoRA)
+            opt = method.optimizer(model, config, schedule, lr=lr, weight_decay=weight_decay)
+        else:
+            opt = torch.optim.AdamW(rankwise.param_groups(model, lr=lr, weight_decay=weight_decay), lr=lr,
+                                    weight_decay=weight_decay)
     elif family == "optimizer":
         optim = _optim_api()
         if optim is None:
