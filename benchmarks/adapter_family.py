@@ -3,7 +3,8 @@
 The reference model, batch and memory method are those of ``benchmarks/adapters.py`` (imported, not
 copied): a 6-layer, 512-wide Llama built from its config (fp32), batch 4×256 random token ids with
 labels = input ids, every method at rank 16, α 32 on the 7 linear projections of every block
-(42 layers), AdamW(lr=1e-4) over the trainable parameters. Methods that set their own size
+(42 layers), AdamW(lr=1e-4) over the trainable parameters (or the method's own optimizer where the catalogue
+names one: LoRA-Pro's AdamW, AltLoRA's momentum). Methods that set their own size
 (FourierFT's n_frequency, MoRA's r̂, …) use their defaults at that rank.
 
 1. Training-step time (forward + backward + AdamW step, plus the method's TrainingSchedule hooks if
@@ -98,7 +99,10 @@ def build(name: str, base: torch.nn.Module | None, calibrate: bool, total_steps:
     adapt_s = time.perf_counter() - t0
     params = rankwise.trainable_parameters(model)
     schedule = method.schedule(model, cfg, total_steps) if method.schedule is not None else None
-    return Run(name, model, torch.optim.AdamW(params, lr=ref.LR), schedule, sum(p.numel() for p in params), adapt_s)
+    # LoRA-Pro's AdamW and AltLoRA's momentum are optimizers: the catalogue hands them out
+    opt = (method.optimizer(model, cfg, schedule, lr=ref.LR) if method.optimizer is not None
+           else torch.optim.AdamW(params, lr=ref.LR))
+    return Run(name, model, opt, schedule, sum(p.numel() for p in params), adapt_s)
 
 
 def train_step(run: Run, ids: torch.Tensor, step: int) -> None:
