@@ -3,7 +3,9 @@
 The reference model, batch and memory method are those of ``benchmarks/adapters.py`` (imported, not
 copied): a 6-layer, 512-wide Llama built from its config (fp32), batch 4×256 random token ids with
 labels = input ids, every method at rank 16, α 32 on the 7 linear projections of every block
-(42 layers), AdamW(lr=1e-4, no weight decay) over the trainable parameters. Methods that set their own size
+(42 layers), AdamW(lr=1e-4, no weight decay) over ``rankwise.param_groups`` or the method's own optimizer
+where the catalogue names one (LIFT's sparse-state AdamW, LoRA-Pro's AdamW, AltLoRA's momentum), as the
+training loop builds them (``rankwise.train.prepare_method``). Methods that set their own size
 (FourierFT's n_frequency, MoRA's r̂, …) use their defaults at that rank.
 
 1. Training-step time (forward + backward + AdamW step, plus the method's TrainingSchedule hooks if
@@ -32,7 +34,6 @@ import argparse
 import copy
 import ctypes
 import gc
-import inspect
 import json
 import os
 import subprocess
@@ -65,43 +66,40 @@ def calibration_batches() -> list[dict]:
     return [{"input_ids": ids, "labels": ids}]
 
 
-def method_config(name: str):
+def method_kwargs(name: str) -> dict:
     """The method's preset at the reference rank/α/targets (fields a preset does not take are left out)."""
     import rankwise
 
     for kw in ({"rank": ref.RANK, "alpha": ref.ALPHA, "targets": list(ref.PROJECTIONS)},
                {"rank": ref.RANK, "targets": list(ref.PROJECTIONS)}, {"targets": list(ref.PROJECTIONS)}):
         try:
-            return rankwise.method_config(name, **kw)
+            rankwise.method_config(name, **kw)
+            return kw
         except (rankwise.ConfigError, TypeError):
             continue
-    return rankwise.method_config(name)
+    return {}
 
 
 def build(name: str, base: torch.nn.Module | None, calibrate: bool, total_steps: int) -> Run:
-    """A copy of ``base`` (or a fresh model) adapted with method ``name``, its optimizer and schedule."""
+    """A copy of ``base`` (or a fresh model) made ready by method ``name`` as the training loop does it.
+
+    ``rankwise.train.prepare_method`` is the CLI's path: ``rankwise.adapt`` or the method's own apply
+    hook (LIFT), its schedule, and AdamW over ``rankwise.param_groups`` (LoRA+'s ratio) or the method's
+    own optimizer (LIFT's sparse-state AdamW, LoRA-Pro's AdamW, AltLoRA's momentum).
+    """
     import rankwise
+    from rankwise.train import prepare_method
 
     method = rankwise.get_method(name)
     model = copy.deepcopy(base) if base is not None else ref.make_base_model()
-    kw = {}
-    if method.needs_calibration:
-        if not calibrate:
-            return Run(name, note="skipped: needs calibration batches (run without --no-calibration)")
-        if "calibration" not in inspect.signature(rankwise.adapt).parameters:
-            return Run(name, note="skipped: this rankwise's adapt() takes no calibration batches")
-        kw["calibration"] = calibration_batches()
-    cfg = method_config(name)
+    if method.needs_calibration and not calibrate:
+        return Run(name, note="skipped: needs calibration batches (run without --no-calibration)")
     torch.manual_seed(ref.SEED)
     t0 = time.perf_counter()
-    if isinstance(cfg, rankwise.LoRAConfig):
-        rankwise.adapt(model, cfg, **kw)
-    # else the method applies itself when its schedule is built (LIFT unfreezes W's principal entries)
-    schedule = method.schedule(model, cfg, total_steps) if method.schedule is not None else None
+    prepared = prepare_method(model, name, method_kwargs(name), lr=ref.LR, total_steps=total_steps,
+                              weight_decay=0.0, calibration=calibration_batches)
     adapt_s = time.perf_counter() - t0
-    params = rankwise.trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=ref.LR, weight_decay=0.0)  # LIFT's masked path needs no decay
-    return Run(name, model, optimizer, schedule, sum(p.numel() for p in params), adapt_s)
+    return Run(name, model, prepared.optimizer, prepared.schedule, prepared.trainable(model), adapt_s)
 
 
 def train_step(run: Run, ids: torch.Tensor, step: int) -> None:

@@ -2,7 +2,8 @@
 AdaLoRA vs PEFT AdaLoRA, on the reference model of ``benchmarks/adapters.py`` (its builders are imported).
 
 Each variant: the 6-layer, 512-wide Llama (fp32, batch 4×256 random ids, labels = ids), adapters of rank 16
-on the 7 projections of every block, AdamW(lr=1e-4, weight_decay=0), and one full training step =
+on the 7 projections of every block, AdamW(lr=1e-4, weight_decay=0) — or the method's own optimizer where the
+catalogue names one (LoRA-Pro's AdamW on the equivalent gradient, AltLoRA's momentum) — and one full training step =
 forward + ``schedule.loss_term()`` + backward + ``before_step`` + ``optimizer.step()`` + ``after_step``
 (PEFT AdaLoRA: ``base_model(...)`` with its orthogonality penalty + ``update_and_allocate``). AdaLoRA runs
 init_r = 16, target_r = 8, tinit = 0, deltaT = 1, so importance scores and masking run every step.
@@ -79,6 +80,10 @@ def build(name: str, base: torch.nn.Module) -> Variant:
         rankwise.adapt(model, cfg)
         m = rankwise.get_method(method)
         sched = m.schedule(model, cfg, TOTAL) if m.schedule else None
+        if m.optimizer is not None:  # LoRA-Pro's AdamW, AltLoRA's momentum: the method's own optimizer
+            params = rankwise.trainable_parameters(model)
+            return Variant(name, model, m.optimizer(model, cfg, sched, lr=ref.LR, weight_decay=0.0), sched,
+                           sum(p.numel() for p in params))
     params = rankwise.trainable_parameters(model)
     return Variant(name, model, torch.optim.AdamW(params, lr=ref.LR, weight_decay=0.0), sched,
                    sum(p.numel() for p in params))

@@ -1,5 +1,5 @@
-"""Every gradient-rule / rank-adaptive catalogue entry runs through the TrainingSchedule contract, and its
-state survives a weights-only torch.save/torch.load."""
+"""Every gradient-rule / rank-adaptive catalogue entry runs through the TrainingSchedule contract (with the
+method's own optimizer where it has one), and its state survives a weights-only torch.save/torch.load."""
 
 import io
 
@@ -24,7 +24,9 @@ def test_method_trains_through_its_schedule_and_state_is_weights_only(name):
         rankwise.adapt(net, cfg)
     sched = method.schedule(net, cfg, 6)
     assert isinstance(sched, rankwise.TrainingSchedule)
-    opt = torch.optim.Adam(rankwise.trainable_parameters(net), lr=1e-2)
+    # methods whose update rule is an optimizer (LoRA-Pro's AdamW, AltLoRA's momentum) hand it out through the hook
+    opt = (method.optimizer(net, cfg, sched, lr=1e-2) if method.optimizer is not None
+           else torch.optim.Adam(rankwise.trainable_parameters(net), lr=1e-2))
     g = torch.Generator().manual_seed(1)
     x = torch.randn(32, 8, generator=g)
     y = torch.sin(x[:, :4])
@@ -39,6 +41,8 @@ def test_method_trains_through_its_schedule_and_state_is_weights_only(name):
         opt.zero_grad()
     assert losses[-1] < losses[0]
     buf = io.BytesIO()
-    torch.save(sched.state_dict(), buf)
+    torch.save({"schedule": sched.state_dict(), "optimizer": opt.state_dict()}, buf)
     buf.seek(0)
-    sched.load_state_dict(torch.load(buf, weights_only=True))
+    state = torch.load(buf, weights_only=True)
+    sched.load_state_dict(state["schedule"])
+    opt.load_state_dict(state["optimizer"])

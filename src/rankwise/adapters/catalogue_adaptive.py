@@ -1,6 +1,8 @@
 """Catalogue entries for gradient rules (LoRA-Pro, AltLoRA, ALLoRA) and rank-adaptive adapters
 (AdaLoRA, SoRA, DyLoRA). Each names a ``LoRAConfig`` preset and the ``TrainingSchedule`` that acts
-during training; schedules are imported when first built (the optim package imports the core).
+during training; LoRA-Pro and AltLoRA also name the optimizer that runs their algorithm (selected by
+``options={"lorapro_optimizer": ...}`` / ``{"altlora_optimizer": ...}``). Schedules and optimizers are
+imported when first built (the optim package imports the core).
 LIFT (sparse training of W itself) is listed here too, with its own apply, optimizer and save hooks."""
 
 from __future__ import annotations
@@ -44,16 +46,72 @@ def _dylora(model, config, total_steps):
     return DyLoRASchedule(model, config, total_steps)
 
 
-def _lora_pro(model, config, total_steps):
-    from ..optim.lora_pro import LoRAProRule
+def _lora_pro_config(**overrides: Any) -> LoRAConfig:
+    from ..optim.lora_pro import lora_pro_optimizer
 
-    return LoRAProRule(model, config, total_steps)
+    cfg = _preset({}, **overrides)
+    lora_pro_optimizer(cfg)  # an unknown lorapro_optimizer fails here, before the model is touched
+    return cfg
+
+
+def _lora_pro(model, config, total_steps):
+    from ..optim.factored import OptimizerOwnedRule
+    from ..optim.lora_pro import LoRAProRule, lora_pro_optimizer
+    from ..optim.lora_pro_adamw import LoRAProAdamW
+
+    mode = lora_pro_optimizer(config)
+    if mode == "rule":
+        return LoRAProRule(model, config, total_steps)
+    return OptimizerOwnedRule(model, LoRAProAdamW, "LoRA-Pro", "lorapro_optimizer", mode, "lora-pro")
+
+
+def _lora_pro_optimizer(model, config, schedule, lr, weight_decay=0.0):
+    """LoRA-Pro's AdamW on the equivalent gradient (default), or AdamW after the gradient rule ("rule")."""
+    import torch
+
+    from ..optim.lora_pro import lora_pro_optimizer
+    from ..optim.lora_pro_adamw import LoRAProAdamW
+    from ..optim.param_groups import param_groups
+
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay)
+    if lora_pro_optimizer(config) == "rule":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return LoRAProAdamW(model, groups, lr=lr, weight_decay=weight_decay, ridge=float(config.option("lorapro_ridge")))
+
+
+def _altlora_config(**overrides: Any) -> LoRAConfig:
+    from ..optim.altlora import altlora_optimizer
+
+    cfg = _preset({}, **overrides)
+    altlora_optimizer(cfg)
+    return cfg
 
 
 def _altlora(model, config, total_steps):
-    from ..optim.altlora import AltLoRARule
+    from ..optim.altlora import AltLoRARule, altlora_optimizer
+    from ..optim.altlora_optimizer import AltLoRAOptimizer
+    from ..optim.factored import OptimizerOwnedRule
 
-    return AltLoRARule(model, config, total_steps)
+    mode = altlora_optimizer(config)
+    if mode == "rule":
+        return AltLoRARule(model, config, total_steps)
+    return OptimizerOwnedRule(model, AltLoRAOptimizer, "AltLoRA", "altlora_optimizer", mode, "altlora")
+
+
+def _altlora_optimizer(model, config, schedule, lr, weight_decay=0.0):
+    """AltLoRA's momentum optimizer (default; "adam": AltLoRA+), or AdamW after the gradient rule ("rule")."""
+    import torch
+
+    from ..optim.altlora import altlora_optimizer
+    from ..optim.altlora_optimizer import AltLoRAOptimizer
+    from ..optim.param_groups import param_groups
+
+    mode = altlora_optimizer(config)
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay)
+    if mode == "rule":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return AltLoRAOptimizer(model, groups, lr=lr, weight_decay=weight_decay,
+                            ridge=float(config.option("altlora_ridge")), adaptive=mode == "adam")
 
 
 def _allora(model, config, total_steps):
@@ -80,14 +138,17 @@ register_method(
     trainable="r·(m+n)", mergeable=True, peft=False, schedule=_dylora)
 register_method(
     "lora-pro", "adapter", "LoRA-Pro: Are Low-Rank Adapters Properly Optimized? (arXiv 2407.18242)",
-    partial(_preset, {}),
-    formula="gA′ = (BᵀB)⁻¹gA/s² + XA, gB′ = (I−B(BᵀB)⁻¹Bᵀ)gB(AAᵀ)⁻¹/s² − BX, X from a Sylvester equation",
-    trainable="r·(m+n)", mergeable=True, peft=True, schedule=_lora_pro)
+    _lora_pro_config,
+    formula="gA′ = (BᵀB)⁻¹gA/s² + XA, gB′ = (I−B(BᵀB)⁻¹Bᵀ)gB(AAᵀ)⁻¹/s² − BX, X from a Sylvester equation; "
+    "default AdamW on g̃ = s(B·gA′ + gB′·A) (m×n moments), its step mapped back by the same closed form",
+    trainable="r·(m+n) (AdamW state: 2·m·n)", mergeable=True, peft=True, schedule=_lora_pro,
+    optimizer=_lora_pro_optimizer)
 register_method(
     "altlora", "adapter", "AltLoRA: Towards Better Gradient Approximation in Low-Rank Adaptation with Alternating "
-    "Projections (arXiv 2505.12455)", partial(_preset, {}),
-    formula="alternate gB′ = gB(AAᵀ)⁻¹/s² and gA′ = (BᵀB)⁻¹gA/s², one factor per step",
-    trainable="r·(m+n)", mergeable=True, peft=True, schedule=_altlora)
+    "Projections (arXiv 2505.12455)", _altlora_config,
+    formula="A then B each step: gA′ = (BᵀB)⁻¹gA/s², gB′ = gB(AAᵀ)⁻¹/s², heavy-ball momentum transported "
+    "across bases, M_A ← β1(BᵀB)⁻¹BᵀB′M_A + (1−β1)gA′",
+    trainable="r·(m+n)", mergeable=True, peft=True, schedule=_altlora, optimizer=_altlora_optimizer)
 register_method(
     "allora", "adapter", "ALLoRA: Adaptive Learning Rate Mitigates LoRA Fatal Flaws (arXiv 2410.09692)",
     _allora_config, formula="ΔW = B·A (no α, no dropout); ∇θ_i ← ∇θ_i / √(‖θ_i‖² + 1/η²) per row",

@@ -69,3 +69,26 @@ def adam_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tenso
     torch._foreach_add_(denom, eps)
     torch._foreach_addcdiv_(params, exp_avgs, denom, value=-step_size(lr, beta1, beta2, step, correct_bias))
     decay_(params, lr, weight_decay)
+
+
+def adamw_torch_(param: Tensor, grad: Tensor, state: dict, lr: float, beta1: float, beta2: float, eps: float,
+                 weight_decay: float) -> None:
+    """One ``torch.optim.AdamW`` step on ``param`` (decay first, ε added to √v̂), creating ``state`` on first use.
+
+    The update :class:`rankwise.optim.LoRAProAdamW` gives the trainable parameters that are not LoRA
+    factors (biases, heads), written plainly:
+
+        W ← W·(1 − lr·λ);   m ← β1·m + (1−β1)·g;   v ← β2·v + (1−β2)·g²
+        W ← W − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)
+    """
+    if not state:
+        state["step"] = torch.tensor(0.0)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    state["step"] += 1
+    t = float(state["step"])
+    param.mul_(1.0 - lr * weight_decay)
+    state["exp_avg"].lerp_(grad, 1.0 - beta1)
+    state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1.0 - beta2 ** t)).add_(eps)
+    param.addcdiv_(state["exp_avg"], denom, value=-lr / (1.0 - beta1 ** t))

@@ -1,18 +1,26 @@
 """AltLoRA: alternate least-squares-projected updates of B and A.
 
 "AltLoRA: Towards Better Gradient Approximation in Low-Rank Adaptation with Alternating
-Projections", Yu, Wang, Chen & Xue, arXiv 2505.12455.
+Projections", Yu, Wang, Chen & Xue, arXiv 2505.12455 (reference code: LucasXinYu/AltLoRA).
 
-Each step moves one factor only, by the gradient that best matches the full gradient G in the
-least-squares sense given the other (fixed) factor:
+Each factor moves by the gradient that best matches the full gradient G in the least-squares sense
+given the other (fixed) factor:
 
-    B-step:  gB′ = argmin ‖s·gB′·A − G‖_F = (1/s²)·gB·(AAᵀ)⁻¹      (A frozen this step)
-    A-step:  gA′ = argmin ‖s·B·gA′ − G‖_F = (1/s²)·(BᵀB)⁻¹·gA      (B frozen this step)
+    B-step:  gB′ = argmin ‖s·gB′·A − G‖_F = (1/s²)·gB·(AAᵀ)⁻¹      (A fixed)
+    A-step:  gA′ = argmin ‖s·B·gA′ − G‖_F = (1/s²)·(BᵀB)⁻¹·gA      (B fixed)
 
-starting with B (B = 0 at init gives A no signal). The frozen factor's gradient is set to None, so
-the wrapped optimizer leaves it and its state untouched that step; each factor's momentum stays
-in its own r-dimensional space (the paper's low-rank momentum; its momentum transport between
-the alternating bases is not implemented). Ridge ε·I on the Grams (option ``altlora_ridge``).
+Two forms, chosen by option ``altlora_optimizer`` of the ``altlora`` method:
+
+* ``"momentum"`` (default, the paper's Algorithm 1, AltLoRA) and ``"adam"`` (Algorithm 2, AltLoRA+):
+  :class:`rankwise.optim.AltLoRAOptimizer` moves A then B every step and carries each factor's
+  low-rank momentum across the changing bases (M_A ← β1·(BᵀB)⁻¹Bᵀ·B′·M_A + (1−β1)·gA′, …). See
+  ``rankwise.optim.altlora_optimizer``.
+* ``"rule"``: :class:`AltLoRARule` below, a gradient rule for any optimizer: one factor per step,
+  starting with B (B = 0 at init gives A no signal); the frozen factor's gradient is set to None so
+  the wrapped optimizer leaves it and its state untouched that step, and each factor's optimizer state
+  stays in its own basis (no transport).
+
+Ridge ρ·I on the Grams: option ``altlora_ridge`` (default 1e-5, the reference trainer's value).
 """
 
 from __future__ import annotations
@@ -24,14 +32,26 @@ from torch import nn
 
 from ..core.geometry import acc_dtype
 from ..core.registry import RULE_OPTIONS
+from ..errors import ConfigError
 from ..schedule import TrainingSchedule
 from .factored import factor_pairs, ridge_eye
 
-RULE_OPTIONS["altlora"] = {"altlora_ridge": 1e-6}
+ALTLORA_OPTIMIZERS = ("momentum", "adam", "rule")
+RULE_OPTIONS["altlora"] = {"altlora_ridge": 1e-5, "altlora_optimizer": "momentum"}
+
+
+def altlora_optimizer(config: Any) -> str:
+    """The ``altlora_optimizer`` option of ``config`` ("momentum", "adam" or "rule"), checked."""
+    mode = config.option("altlora_optimizer") if config is not None else "momentum"
+    if mode not in ALTLORA_OPTIMIZERS:
+        raise ConfigError(f"options['altlora_optimizer'] = {mode!r} is not one of {ALTLORA_OPTIMIZERS}: 'momentum' "
+                          "is the paper's AltLoRA, 'adam' its AltLoRA+, 'rule' the projected gradients for any "
+                          "optimizer")
+    return mode
 
 
 def altlora_grad(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, scale: float, which: str,
-                 ridge: float = 1e-6) -> torch.Tensor:
+                 ridge: float = 1e-5) -> torch.Tensor:
     """The projected gradient of factor ``which`` ("A" or "B") given its raw gradient ``g``."""
     dt = acc_dtype(a.dtype)
     a, b, g = a.to(dt), b.to(dt), g.to(dt)
@@ -42,11 +62,11 @@ def altlora_grad(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, scale: float
 
 
 class AltLoRARule(TrainingSchedule):
-    """AltLoRA as a training schedule: even steps move B, odd steps move A."""
+    """AltLoRA's projected gradients as a training schedule: even steps move B, odd steps move A."""
 
     def __init__(self, model: nn.Module, config: Any = None, total_steps: int = 0):
         self.pairs = factor_pairs(model, "AltLoRA")
-        self.ridge = float(config.option("altlora_ridge")) if config is not None else 1e-6
+        self.ridge = float(config.option("altlora_ridge")) if config is not None else 1e-5
 
     @staticmethod
     def factor_at(step: int) -> str:

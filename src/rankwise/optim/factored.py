@@ -1,7 +1,9 @@
-"""Finding the B·A factor pairs that adapter gradient rules (LoRA-Pro, AltLoRA, ALLoRA) act on."""
+"""Finding the B·A factor pairs that adapter gradient rules (LoRA-Pro, AltLoRA, ALLoRA) act on, and the
+pieces shared by the optimizers that update such pairs as a whole (LoRA-Pro's AdamW, AltLoRA's momentum)."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 from ..core.contract import Wrapper
 from ..errors import ConfigError
+from ..schedule import TrainingSchedule
 
 # parameterisations whose ΔW is exactly s·B·A with B = lora_B (m, r), A = lora_A (r, n); others may add theirs
 BA_SHAPED: set[type] = set()
@@ -49,3 +52,54 @@ def factor_pairs(model: nn.Module, rule: str) -> list[FactorPair]:
 
 def ridge_eye(k: int, ridge: float, like: torch.Tensor) -> torch.Tensor:
     return ridge * torch.eye(k, dtype=like.dtype, device=like.device)
+
+
+# every live pair optimizer (LoRAProAdamW, AltLoRAOptimizer): OptimizerOwnedRule looks its factors up here
+_PAIR_OPTIMIZERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def optimizer_pairs(optimizer: torch.optim.Optimizer, model: nn.Module, rule: str) -> list[FactorPair]:
+    """The factor pairs of ``model`` that ``optimizer``'s param groups hold, both factors of each; registers it.
+
+    Raises:
+        ConfigError: a pair has only one factor in the optimizer, or no pair is in it, before any state exists.
+    """
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    pairs = []
+    for f in factor_pairs(model, rule):
+        has_a, has_b = id(f.a) in held, id(f.b) in held
+        if has_a != has_b:
+            raise ConfigError(f"{rule}: layer {f.layer!r} has only its {'A' if has_a else 'B'} factor in the "
+                              "optimizer's params; pass both lora_A and lora_B (or neither)")
+        if has_a:
+            pairs.append(f)
+    if not pairs:
+        raise ConfigError(f"{rule}: none of the model's LoRA factors are in the given params; leave params=None to "
+                          "train every trainable parameter of the model")
+    _PAIR_OPTIMIZERS.add(optimizer)
+    return pairs
+
+
+class OptimizerOwnedRule(TrainingSchedule):
+    """The schedule of a method whose whole update lives in its optimizer (LoRA-Pro's AdamW, AltLoRA's momentum).
+
+    It has nothing to do per step, but refuses to let a plain optimizer silently train the factors as
+    ordinary LoRA: ``before_step`` raises unless every pair is held by a live optimizer of class ``owner``
+    (built by the method's ``optimizer`` hook or directly). Checked before any parameter moves.
+    """
+
+    def __init__(self, model: nn.Module, owner: type, rule: str, option: str, value: str, method: str):
+        self.pairs = factor_pairs(model, rule)
+        self.owner, self.rule, self.option, self.value, self.method = owner, rule, option, value, method
+
+    def before_step(self, step: int) -> None:
+        held = {id(p) for opt in list(_PAIR_OPTIMIZERS) if isinstance(opt, self.owner)
+                for g in opt.param_groups for p in g["params"]}
+        missing = [f.layer for f in self.pairs if id(f.a) not in held]
+        if missing:
+            raise ConfigError(
+                f"{self.rule} with options {{{self.option!r}: {self.value!r}}} runs inside its optimizer, but layer(s) "
+                f"{missing[:3]} are not trained by a {self.owner.__name__}: build the optimizer with "
+                f"rankwise.get_method({self.method!r}).optimizer(model, config, schedule, lr=...) or "
+                f"rankwise.optim.{self.owner.__name__}(model, lr=...), or set options={{{self.option!r}: 'rule'}} "
+                "to adjust the gradients for any optimizer")

@@ -16,9 +16,14 @@ Everything is r × r or r × (m + n): the m × n gradient is never formed. Both 
 ridge ε·I (ε = 1e-8 by default, option ``lorapro_ridge``) so B = 0 at init is handled; the
 Sylvester equation is solved by diagonalising the two symmetric Grams (X̃_ij = C̃_ij/(λ_i + μ_j)).
 
-This is the SGD form of the rule: the adjusted gradients go to whichever optimizer runs next. The
-paper's AdamW variant keeps m × n moments of the equivalent full gradient, which contradicts
-rankwise's no-m×n rule and is not implemented.
+Two forms, chosen by option ``lorapro_optimizer`` of the ``lora-pro`` method:
+
+* ``"adamw"`` (default, the paper's Algorithm "LoRA-Pro with AdamW", used for all its main results):
+  :class:`rankwise.optim.LoRAProAdamW` keeps AdamW moments of the equivalent full gradient
+  g̃ = s·(B·gA′ + gB′·A) — m × n per layer — and maps the Adam direction back to the factors with
+  the same closed form. See ``rankwise.optim.lora_pro_adamw``.
+* ``"rule"``: :class:`LoRAProRule` below, the paper's SGD form — the adjusted gradients go to
+  whichever optimizer runs next (AdamW in rankwise's loop), so optimizer state stays factor-sized.
 """
 
 from __future__ import annotations
@@ -30,10 +35,21 @@ from torch import nn
 
 from ..core.geometry import acc_dtype
 from ..core.registry import RULE_OPTIONS
+from ..errors import ConfigError
 from ..schedule import TrainingSchedule
 from .factored import factor_pairs, ridge_eye
 
-RULE_OPTIONS["lora-pro"] = {"lorapro_ridge": 1e-8}
+LORAPRO_OPTIMIZERS = ("adamw", "rule")
+RULE_OPTIONS["lora-pro"] = {"lorapro_ridge": 1e-8, "lorapro_optimizer": "adamw"}
+
+
+def lora_pro_optimizer(config: Any) -> str:
+    """The ``lorapro_optimizer`` option of ``config`` ("adamw" or "rule"), checked."""
+    mode = config.option("lorapro_optimizer") if config is not None else "adamw"
+    if mode not in LORAPRO_OPTIMIZERS:
+        raise ConfigError(f"options['lorapro_optimizer'] = {mode!r} is not one of {LORAPRO_OPTIMIZERS}: 'adamw' is "
+                          "the paper's AdamW on the equivalent gradient, 'rule' adjusts gradients for any optimizer")
+    return mode
 
 
 def solve_sylvester_sym(p: torch.Tensor, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -44,26 +60,47 @@ def solve_sylvester_sym(p: torch.Tensor, q: torch.Tensor, c: torch.Tensor) -> to
     return up @ (ct / (lp[:, None] + lq[None, :])) @ uq.t()
 
 
+def grams(a: torch.Tensor, b: torch.Tensor, ridge: float) -> tuple[torch.Tensor, ...]:
+    """(BᵀB + εI, AAᵀ + εI, their inverses), all r × r."""
+    r = a.shape[0]
+    btb = b.t() @ b + ridge_eye(r, ridge, a)
+    aat = a @ a.t() + ridge_eye(r, ridge, a)
+    return btb, aat, torch.linalg.inv(btb), torch.linalg.inv(aat)
+
+
+def projected_grads(a: torch.Tensor, b: torch.Tensor, ga: torch.Tensor, gb: torch.Tensor, scale: float,
+                    g: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA-Pro's gradients without the Sylvester term: ((BᵀB)⁻¹gA/s², [I − B(BᵀB)⁻¹Bᵀ]gB(AAᵀ)⁻¹/s²).
+
+    ``g`` is :func:`grams`. X·A and −B·X cancel in s·(B·gA′ + gB′·A), so these two alone give the
+    equivalent gradient.
+    """
+    _, _, btb_inv, aat_inv = g
+    s2 = scale * scale
+    c1 = btb_inv @ ga / s2                                 # (r, n)
+    proj_gb = gb - b @ (btb_inv @ (b.t() @ gb))            # [I − B(BᵀB)⁻¹Bᵀ]·gB, (m, r)
+    return c1, proj_gb @ aat_inv / s2                      # (r, n), (m, r)
+
+
+def closed_form(a: torch.Tensor, b: torch.Tensor, ga: torch.Tensor, gb: torch.Tensor, scale: float,
+                g: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gA′, gB′) of the module docstring, with the Grams ``g`` (:func:`grams`) already computed."""
+    btb, aat, _, _ = g
+    c1, c2 = projected_grads(a, b, ga, gb, scale, g)
+    x = solve_sylvester_sym(btb, aat, -(c1 @ a.t()))       # (r, r)
+    return c1 + x @ a, c2 - b @ x
+
+
 def lora_pro_grads(a: torch.Tensor, b: torch.Tensor, ga: torch.Tensor, gb: torch.Tensor, scale: float,
                    ridge: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
     """The LoRA-Pro gradients (gA′ (r, n), gB′ (m, r)) from A (r, n), B (m, r), gA, gB and s; fp32 or fp64."""
     dt = acc_dtype(a.dtype)
     a, b, ga, gb = a.to(dt), b.to(dt), ga.to(dt), gb.to(dt)
-    r = a.shape[0]
-    s2 = scale * scale
-    btb = b.t() @ b + ridge_eye(r, ridge, a)               # (r, r)
-    aat = a @ a.t() + ridge_eye(r, ridge, a)               # (r, r)
-    btb_inv = torch.linalg.inv(btb)
-    aat_inv = torch.linalg.inv(aat)
-    c1 = btb_inv @ ga / s2                                 # (r, n)
-    proj_gb = gb - b @ (btb_inv @ (b.t() @ gb))            # [I − B(BᵀB)⁻¹Bᵀ]·gB, (m, r)
-    c2 = proj_gb @ aat_inv / s2                            # (m, r)
-    x = solve_sylvester_sym(btb, aat, -(c1 @ a.t()))       # (r, r)
-    return c1 + x @ a, c2 - b @ x
+    return closed_form(a, b, ga, gb, scale, grams(a, b, ridge))
 
 
 class LoRAProRule(TrainingSchedule):
-    """LoRA-Pro as a training schedule: rewrites every LoRA factor gradient in ``before_step``."""
+    """LoRA-Pro's SGD form as a training schedule: rewrites every LoRA factor gradient in ``before_step``."""
 
     def __init__(self, model: nn.Module, config: Any = None, total_steps: int = 0):
         self.pairs = factor_pairs(model, "LoRA-Pro")

@@ -65,7 +65,7 @@ def LoRAPro(optimizer: torch.optim.Optimizer, model: nn.Module, ridge: float = 1
     return ScheduledOptimizer(optimizer, rule)
 
 
-def AltLoRA(optimizer: torch.optim.Optimizer, model: nn.Module, ridge: float = 1e-6) -> ScheduledOptimizer:  # noqa: N802
+def AltLoRA(optimizer: torch.optim.Optimizer, model: nn.Module, ridge: float = 1e-5) -> ScheduledOptimizer:  # noqa: N802
     """``optimizer`` with AltLoRA's alternating projected updates (see ``rankwise.optim.altlora``)."""
     from .altlora import AltLoRARule
 

@@ -8,7 +8,8 @@ dispatches on the method's family (``rankwise.get_method(name).family``):
 * ``"adapter"``: ``rankwise.adapt`` (with calibration batches if the method reads them), AdamW over
   ``rankwise.param_groups`` (LoRA+ ratios included), and the method's schedule if it has one; a
   method's own ``apply`` / ``optimizer`` hooks (``rankwise.methods.Method``) replace adapt / AdamW
-  (LIFT: no adapter, its schedule unfreezes W's principal entries, ``LIFTAdamW`` keeps (K,) moments);
+  (LIFT: no adapter, its schedule unfreezes W's principal entries, ``LIFTAdamW`` keeps (K,) moments;
+  LoRA-Pro's AdamW and AltLoRA: the method's update rule is its optimizer);
 * ``"optimizer"``: ``rankwise.optim.build_optimizer`` over the full model (GaLore, Fira, APOLLO, …);
 * ``"reparam"``: ``rankwise.reparameterize`` (the model changes in place), AdamW over what it leaves
   trainable, and the schedule it returns (restarts, merges).
@@ -118,8 +119,8 @@ def prepare_method(model: nn.Module, name: str, kwargs: dict[str, Any], lr: floa
             rankwise.adapt(model, config)
         if method.schedule is not None:
             schedule = method.schedule(model, config, total_steps)
-        if method.optimizer is not None:  # a method-specific optimizer (LIFT's sparse-state AdamW)
-            opt = method.optimizer(model, config, schedule, lr, weight_decay)
+        if method.optimizer is not None:  # the method's own optimizer (LIFTAdamW, LoRA-Pro's AdamW, AltLoRA)
+            opt = method.optimizer(model, config, schedule, lr=lr, weight_decay=weight_decay)
         else:
             opt = torch.optim.AdamW(rankwise.param_groups(model, lr=lr, weight_decay=weight_decay), lr=lr,
                                     weight_decay=weight_decay)
