@@ -47,6 +47,8 @@ class Method:
             ``rankwise.param_groups(model)``.
         save: ``(model, schedule, folder) -> None``: how a trained run is saved; None:
             ``rankwise.save_adapter(model, folder)``.
+        load: ``(model, folder) -> model``: puts what ``save`` wrote onto a base model; None:
+            ``rankwise.load_adapter(model, folder)``.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Method:
     apply: Callable[..., Any] | None = field(default=None, repr=False)
     optimizer: Callable[..., Any] | None = field(default=None, repr=False)
     save: Callable[..., Any] | None = field(default=None, repr=False)
+    load: Callable[..., Any] | None = field(default=None, repr=False)
 
 
 METHODS: dict[str, Method] = {}
@@ -71,14 +74,14 @@ def register_method(name: str, family: str, paper: str, make_config: Callable[..
                     trainable: str = "", mergeable: bool | None = None, peft: bool = False,
                     schedule: Callable[..., Any] | None = None, needs_calibration: bool = False,
                     apply: Callable[..., Any] | None = None, optimizer: Callable[..., Any] | None = None,
-                    save: Callable[..., Any] | None = None) -> Method:
+                    save: Callable[..., Any] | None = None, load: Callable[..., Any] | None = None) -> Method:
     """Add a method to the catalogue (called by each package at import). Names must be unique."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if name in METHODS:
         raise ValueError(f"method {name!r} is registered twice")
     METHODS[name] = Method(name, family, paper, make_config, formula, trainable, mergeable, peft, schedule,
-                           needs_calibration, apply, optimizer, save)
+                           needs_calibration, apply, optimizer, save, load)
     return METHODS[name]
 
 

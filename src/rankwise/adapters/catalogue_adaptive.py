@@ -171,7 +171,7 @@ def _lift_apply(model, config, calibration=None) -> None:
     """Nothing up front: LIFT adds no modules; its schedule picks and unfreezes the principal entries."""
 
 
-def _lift_optimizer(model, config, schedule, lr: float, weight_decay: float):
+def _lift_optimizer(model, config, schedule, lr: float, weight_decay: float = 0.0):
     from ..core.api import trainable_parameters
     from ..sparse.lift_adamw import LIFTAdamW
 
@@ -184,9 +184,15 @@ def _lift_save(model, schedule, folder) -> None:
     save_lift(schedule, folder)
 
 
+def _lift_load(model, folder):
+    from ..sparse.lift import load_lift
+
+    return load_lift(model, folder)
+
+
 register_method(
     "lift", "adapter", "LIFT the Veil for the Truth: Principal Weights Emerge after Rank Reduction for "
     "Reasoning-Focused Supervised Fine-Tuning (arXiv 2506.00772)", _lift_config,
     formula="train W only on the r·(m+n) largest entries of |W_k| (rank-k SVD of W), mask refreshed every K steps",
     trainable="r·(m+n) entries of W", mergeable=None, peft=False, schedule=_lift, apply=_lift_apply,
-    optimizer=_lift_optimizer, save=_lift_save)
+    optimizer=_lift_optimizer, save=_lift_save, load=_lift_load)
