@@ -79,6 +79,23 @@ def test_svft_forward_and_grads_match_dense_formula(pattern, gate):
     assert all(g.abs().item() > 1e-6 for g in gate_grads)  # the gate is trained
 
 
+@pytest.mark.parametrize("pattern", svft_mod.PATTERNS)
+def test_svft_sparse_product_equals_the_gather_reference_and_follows_a_new_pattern(pattern):
+    model = adapt("svft", {"svft_pattern": pattern, "svft_d": 2})
+    d = model[LAYERS[0]].rankwise["default"].delta.double()
+    h = torch.randn(3, 5, d.svft_U.shape[1], dtype=torch.float64, requires_grad=True)
+    grads = []
+    for reference in (False, True):
+        y = d.apply_core(h, reference=reference)
+        (g,) = torch.autograd.grad((y * torch.cos(y)).sum(), [d.svft_values])
+        grads.append((y.detach(), g))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-12, rtol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-12, rtol=0)
+    with torch.no_grad():  # a loaded file may bring another pattern: the CSR layout must follow it
+        d.svft_index.copy_(d.svft_index.flip(1).roll(1, dims=0))
+    torch.testing.assert_close(d.apply_core(h), d.apply_core(h, reference=True), atol=1e-12, rtol=0)
+
+
 def brute_force_top_k(u, vh, count):
     """The reference's choice, looped: alignment U·V (square W0), U (m < n) or Vᵀ (m > n), largest signed entries."""
     m, k = u.shape

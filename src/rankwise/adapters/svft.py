@@ -32,8 +32,10 @@ N(0, 2/nnz) (its ``kaiming_normal_`` on a (1, nnz) tensor), so the adapted model
 at the base model (ΔW₀ = ½·U·M₀·Vᵀ, small). That is the default here; ``svft_init_zero=True`` starts at
 M = 0 (then g gets no gradient until M has moved).
 
-Forward without any (m, n) or (k, k) matrix: h = Vᵀ·x (T, k), h' = M_eff·h by a gather/scatter over the nnz
-entries (σ(g) folded into the nnz values), out + U·h'. U and V (the full singular bases, as large as W0)
+Forward without any (m, n) or (k, k) matrix: h = Vᵀ·x (T, k), h' = M_eff·h as a sparse CSR product on the
+fixed pattern (σ(g) folded into the nnz values; ``core.sparse_matmul``, which keeps only h for backward,
+where a gather/scatter over the nnz entries, the plain path :meth:`SVFT.apply_core` ``reference=True``,
+keeps a (T, nnz) temporary), out + U·h'. U and V (the full singular bases, as large as W0)
 are persistent buffers and saved. No α/r scale.
 """
 
@@ -47,6 +49,7 @@ from torch import nn
 from ..core.context import BuildContext
 from ..core.contract import Parameterisation
 from ..core.geometry import LayerGeometry
+from ..core.sparse_matmul import CSRLayout, SparseMatmul
 from ..errors import ConfigError
 
 OPTIONS = {"svft_pattern": "banded", "svft_d": 2, "svft_seed": 0, "svft_gate": True, "svft_init_zero": False}
@@ -158,13 +161,37 @@ class SVFT(Parameterisation):
         m = torch.zeros(k, k, dtype=vals.dtype, device=vals.device)
         return m.index_put((self.svft_index[0], self.svft_index[1]), vals, accumulate=True)
 
+    def _csr(self) -> tuple[torch.Tensor, CSRLayout]:
+        """(order putting the pattern row-major, its CSR layout), rebuilt when ``svft_index`` changes (init, load)."""
+        idx = self.svft_index
+        key = (idx.data_ptr(), idx._version, idx.device)
+        cached = self.__dict__.get("_csr_cache")
+        if cached is None or cached[0] != key:
+            k = self.svft_U.shape[1]
+            order = torch.argsort(idx[0] * k + idx[1])
+            cached = (key, order, CSRLayout(idx[0][order], idx[1][order], (k, k)))
+            self.__dict__["_csr_cache"] = cached
+        return cached[1], cached[2]
+
+    def apply_core(self, h: torch.Tensor, reference: bool = False) -> torch.Tensor:
+        """M_eff·h for h (..., k): a sparse CSR product (fp32/fp64), or the plain gather/scatter path.
+
+        The gather path keeps an (..., nnz) temporary for backward (nnz ≈ (2d+1)·k: several times h);
+        the CSR product keeps only h (``core.sparse_matmul``). Other dtypes use the gather path.
+        """
+        vals = self.effective_values()
+        if reference or h.dtype not in (torch.float32, torch.float64):
+            rows, cols = self.svft_index
+            return torch.zeros_like(h).index_add_(-1, rows, h[..., cols] * vals)
+        order, layout = self._csr()
+        k = h.shape[-1]
+        return SparseMatmul.apply(h.reshape(-1, k), vals[order], layout).reshape(h.shape)
+
     def add_delta(self, base: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.svft_values.dtype:
             x = x.to(self.svft_values.dtype)
         h = x @ self.svft_Vh.t()                                        # (..., k)
-        rows, cols = self.svft_index
-        h2 = torch.zeros_like(h).index_add_(-1, rows, h[..., cols] * self.effective_values())  # M_eff·h
-        return out + (h2 @ self.svft_U.t()).to(out.dtype)
+        return out + (self.apply_core(h) @ self.svft_U.t()).to(out.dtype)
 
     def delta_matrix(self) -> torch.Tensor:
         return self.svft_U @ self.core() @ self.svft_Vh
