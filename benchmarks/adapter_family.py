@@ -253,10 +253,16 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
     L.append("")
     L.append("- Ratios are paired per round against LoRA in the same process, so they are more trustworthy than "
              "the absolute times; differences under ~5% are noise on this machine.")
-    L.append("- FourierFT forms each layer's m×n ΔW by an inverse FFT every step (its docstring explains why the "
-             "factored form is not cheaper at n_frequency=1000); SVFT multiplies by the full singular bases "
-             "(two extra weight-sized matmuls per layer); HRA applies r reflections to the input sequentially; "
-             "these are the expected costs of those methods, not overheads of rankwise.")
+    L.append("- Expected costs of the methods themselves, not overheads of rankwise: FourierFT forms each layer's "
+             "m×n ΔW by an inverse FFT every step (its docstring explains why the factored form is not cheaper at "
+             "n_frequency=1000); SVFT multiplies by W0's full singular bases (two extra weight-sized matmuls per "
+             "layer, and U, V stored: 2 weight-sized buffers); RandLoRA multiplies by full-rank random bases; "
+             "LoRA-Pro's AdamW keeps m×n moments of the equivalent gradient per layer (the paper's algorithm; "
+             "`options={'lorapro_optimizer': 'rule'}` is the light form).")
+    L.append("- HRA's reflection chain runs in compact WY form (H = I − Û·T·Ûᵀ: two thin matmuls and an r×r "
+             "triangular solve) and the layer as one W0·(H·x) matmul; SVFT's sparse core runs as a CSR product.")
+    L.append("- LIFT's trainable count is the K = r·(m+n) entries per layer its sparse-state AdamW updates; "
+             "autograd still forms W's dense gradient during backward.")
     L.append("- 'adapt' includes each method's decompositions (SVD for SVFit/SVFT/ABBA, LU for LoLDU, QR for "
              "QR-LoRA) and, for calibration-based inits, the calibration pass.")
     L.append("")

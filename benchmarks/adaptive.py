@@ -37,8 +37,16 @@ import adapters as ref  # noqa: E402  (benchmarks/adapters.py: the reference mod
 
 warnings.filterwarnings("ignore")
 
-VARIANTS = ("lora", "lora-pro", "altlora", "allora", "sora", "dylora", "adalora", "peft-adalora", "lift")
+VARIANTS = ("lora", "lora-pro", "lora-pro:rule", "altlora", "altlora:rule", "allora", "sora", "dylora", "adalora",
+            "peft-adalora", "lift")
 TOTAL = 1000  # AdaLoRA's T: the timed steps are all in the budgeting phase
+# variant -> (catalogue method, its settings beyond rank/α/targets)
+VARIANT_ARGS = {
+    "lora-pro:rule": ("lora-pro", {"options": {"lorapro_optimizer": "rule"}}),   # the SGD-form gradient adjustment
+    "altlora:rule": ("altlora", {"options": {"altlora_optimizer": "rule"}}),     # projected gradients + AdamW
+    "adalora": ("adalora", {"options": {"target_r": ref.RANK // 2}}),
+    "lift": ("lift", {"approx_rank": 128, "refresh_every": TOTAL, "niter": 2}),
+}
 
 
 @dataclass
@@ -54,8 +62,6 @@ class Variant:
 
 
 def build(name: str, base: torch.nn.Module) -> Variant:
-    import rankwise
-
     model = copy.deepcopy(base)
     torch.manual_seed(ref.SEED)
     targets = list(ref.PROJECTIONS)
@@ -68,25 +74,13 @@ def build(name: str, base: torch.nn.Module) -> Variant:
         params = [p for p in model.parameters() if p.requires_grad]
         return Variant(name, model, torch.optim.AdamW(params, lr=ref.LR, weight_decay=0.0), None,
                        sum(p.numel() for p in params), peft=True)
-    if name == "lift":
-        from rankwise.sparse import LIFTConfig, lift
+    from rankwise.train import prepare_method
 
-        sched = lift(model, LIFTConfig(rank=ref.RANK, approx_rank=128, refresh_every=TOTAL, targets=targets,
-                                       niter=2))
-    else:
-        over = {"options": {"target_r": ref.RANK // 2}} if name == "adalora" else {}
-        method = "lora" if name == "lora" else name
-        cfg = rankwise.method_config(method, rank=ref.RANK, alpha=ref.ALPHA, targets=targets, **over)
-        rankwise.adapt(model, cfg)
-        m = rankwise.get_method(method)
-        sched = m.schedule(model, cfg, TOTAL) if m.schedule else None
-        if m.optimizer is not None:  # LoRA-Pro's AdamW, AltLoRA's momentum: the method's own optimizer
-            params = rankwise.trainable_parameters(model)
-            return Variant(name, model, m.optimizer(model, cfg, sched, lr=ref.LR, weight_decay=0.0), sched,
-                           sum(p.numel() for p in params))
-    params = rankwise.trainable_parameters(model)
-    return Variant(name, model, torch.optim.AdamW(params, lr=ref.LR, weight_decay=0.0), sched,
-                   sum(p.numel() for p in params))
+    method, kwargs = VARIANT_ARGS.get(name, (name, {}))
+    kwargs = {"rank": ref.RANK, "targets": targets, **({} if method == "lift" else {"alpha": ref.ALPHA}), **kwargs}
+    # the training loop's path: rankwise.adapt (or LIFT's own), the schedule, the method's optimizer or AdamW
+    prepared = prepare_method(model, method, kwargs, lr=ref.LR, total_steps=TOTAL, weight_decay=0.0)
+    return Variant(name, model, prepared.optimizer, prepared.schedule, prepared.trainable(model))
 
 
 def train_step(v: Variant, ids: torch.Tensor) -> None:
@@ -165,15 +159,17 @@ def render(args, variants: dict[str, Variant], loads, wall) -> str:
               f"({ms(statistics.median(a.times))} vs {ms(statistics.median(p.times))}). Both run the same "
               "schedule (importance EMAs, cubic budget, masking every step, orthogonality penalty)."]
     L += ["", "## Notes\n",
-          "- The rules' extra work per layer is O(r²(m+n) + r³) (LoRA-Pro: two r×r inverses, two r×r "
-          "eigendecompositions; AltLoRA: one r×r solve; ALLoRA: row norms), independent of batch size; "
-          "its share of the step shrinks as batch × sequence grows.",
+          "- The gradient rules' extra work per layer in their SGD forms (`:rule`) is O(r²(m+n) + r³) "
+          "(LoRA-Pro: two r×r inverses and an r×r Sylvester solve; AltLoRA: r×r solves; ALLoRA: row norms), "
+          "independent of batch size. LoRA-Pro's AdamW (the paper's algorithm, the default) keeps m×n moments "
+          "of the equivalent gradient and forms it each step: an m×n cost per layer, like full AdamW on W. "
+          "AltLoRA's momentum optimizer (the default) transports each factor's momentum with r×r products.",
           "- SoRA and DyLoRA run the plain (unfused) adapter path, which is why they sit above LoRA even "
           "without schedule work; AdaLoRA forms Λ·Q (r×n) each forward, as PEFT does.",
-          "- LIFT trains the base weights themselves (dense gradients and AdamW state on the target weights, "
-          "masked), so its step is that of full fine-tuning of the projections plus the gradient masking; "
-          "the 'trainable' column counts the dense weights, of which r·(m+n) entries per layer move.",
-          "- Timings are noisy on the shared machine; the ratios are paired per round to cancel load drift."]
+          "- LIFT trains the base weights themselves: autograd forms W's dense gradient, the schedule masks it, "
+          "and its AdamW keeps (K,) moments for the K = r·(m+n) trained entries per layer (the 'trainable' "
+          "column counts those).",
+          "- The ratios are paired per round to cancel load drift."]
     return "\n".join(L) + "\n"
 
 
