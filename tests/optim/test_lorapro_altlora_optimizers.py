@@ -13,6 +13,7 @@ from torch import nn
 
 import rankwise
 from rankwise.optim import AltLoRAOptimizer, LoRAProAdamW
+from rankwise.optim.altlora_optimizer import NON_FACTOR_EPS
 from rankwise.train import TrainConfig, prepare_method, train
 
 RIDGE = 1e-14  # both sides; only keeps (BᵀB)⁻¹ finite at B = 0, where it multiplies exact zeros
@@ -194,36 +195,16 @@ MAKERS = {"lorapro-adamw": lambda net, lr: LoRAProAdamW(net, lr=lr, weight_decay
           "altlora+": lambda net, lr: AltLoRAOptimizer(net, lr=lr, weight_decay=0.01, adaptive=True)}
 
 
-class _PlainMomentum:
-    """AltLoRA's update for a parameter outside any pair: bias-corrected heavy ball (+ AltLoRA+'s √V), decay after."""
-
-    def __init__(self, p, lr, betas, eps, wd, adaptive):
-        self.p, self.lr, self.betas, self.eps, self.wd, self.adaptive = p, lr, betas, eps, wd, adaptive
-        self.m, self.v, self.t = torch.zeros_like(p), torch.zeros_like(p), 0
-
-    @torch.no_grad()
-    def step(self):
-        b1, b2 = self.betas
-        self.t += 1
-        self.m = b1 * self.m + (1 - b1) * self.p.grad
-        self.v = b2 * self.v + (1 - b2) * self.p.grad ** 2
-        u = self.m / (self.v.sqrt() + self.eps) if self.adaptive else self.m
-        self.p -= self.lr / (1 - b1 ** self.t) * u
-        self.p -= self.lr * self.wd * self.p
-
-
 @pytest.mark.parametrize("name", sorted(MAKERS))
 def test_non_factor_parameters(name):
-    """LoRA-Pro's AdamW: torch.optim.AdamW's update. AltLoRA: its own update without preconditioner or transport."""
+    """Parameters outside any B·A pair (a bias here) get torch.optim.AdamW's update in both optimizers."""
     net = _net()
     x, y = _data()
     bias = net[2].bias
     twin = bias.detach().clone().requires_grad_(True)
     opt = MAKERS[name](net, 1e-2)
-    if name == "lorapro-adamw":
-        ref = torch.optim.AdamW([twin], lr=1e-2, weight_decay=0.01, eps=opt.defaults["eps"])
-    else:
-        ref = _PlainMomentum(twin, 1e-2, opt.defaults["betas"], opt.defaults["eps"], 0.01, name == "altlora+")
+    eps = opt.defaults["eps"] if name == "lorapro-adamw" else NON_FACTOR_EPS
+    ref = torch.optim.AdamW([twin], lr=1e-2, weight_decay=0.01, eps=eps)
     for _ in range(3):
         ((net(x) - y) ** 2).mean().backward()
         twin.grad = bias.grad.clone()
