@@ -326,3 +326,12 @@ def test_shared_loop_resume_is_bit_identical_with_lorapro_adamw(tmp_path):
     resumed = go(tmp_path / "b", 6, resume=True)
     for (n, p), q in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("bad", [{"lr": -1.0}, {"betas": (0.9, 1.0)}, {"weight_decay": -0.1}, {"ridge": -1e-3}])
+def test_bad_hyperparameters_are_named_before_any_state(name, bad):
+    cls = LoRAProAdamW if name == "lorapro-adamw" else AltLoRAOptimizer
+    net = _net()
+    with pytest.raises(ValueError, match=cls.__name__ + ".*" + next(iter(bad))):
+        cls(net, **{"lr": 1e-3, **bad})

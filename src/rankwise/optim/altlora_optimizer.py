@@ -62,12 +62,12 @@ from torch import nn
 
 from ..core.geometry import acc_dtype
 from .adam_core import adamw_torch_
-from .factored import optimizer_pairs, ridge_eye
+from .factored import PairedOptimizer, ridge_eye
 
 NON_FACTOR_EPS = 1e-8  # torch.optim.AdamW's default, for the parameters outside any B·A pair
 
 
-class AltLoRAOptimizer(torch.optim.Optimizer):
+class AltLoRAOptimizer(PairedOptimizer):
     """AltLoRA (``adaptive=False``, Algorithm 1) or AltLoRA+ (``adaptive=True``, Algorithm 2); see the module doc.
 
     Args:
@@ -85,15 +85,8 @@ class AltLoRAOptimizer(torch.optim.Optimizer):
     def __init__(self, model: nn.Module, params: Iterable[Any] | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-4, weight_decay: float = 0.0,
                  ridge: float = 1e-5, adaptive: bool = False):
-        if lr < 0 or eps < 0 or weight_decay < 0 or ridge < 0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"AltLoRAOptimizer: need lr, eps, weight_decay, ridge ≥ 0 and betas in [0, 1); got "
-                             f"lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}, ridge={ridge}")
-        if params is None:
-            params = [p for p in model.parameters() if p.requires_grad]
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                                  "ridge": ridge, "adaptive": bool(adaptive)})
-        self.pairs = optimizer_pairs(self, model, "AltLoRA")
-        self._factor_ids = {id(p) for f in self.pairs for p in (f.a, f.b)}
+        super().__init__(model, params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                                         "ridge": ridge, "adaptive": bool(adaptive)}, "AltLoRA")
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -101,7 +94,7 @@ class AltLoRAOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        group_of = {id(p): g for g in self.param_groups for p in g["params"]}
+        group_of = self.group_of()
         for f in self.pairs:
             if f.a.grad is not None:   # A first, with the current B
                 self._half_step(f.a, f.a.grad, f.b, "A", f.scale, group_of[id(f.a)])
@@ -109,7 +102,7 @@ class AltLoRAOptimizer(torch.optim.Optimizer):
                 self._half_step(f.b, f.b.grad, f.a, "B", f.scale, group_of[id(f.b)])
         for g in self.param_groups:
             for p in g["params"]:
-                if p.grad is not None and id(p) not in self._factor_ids:
+                if p.grad is not None and id(p) not in self.factor_ids:
                     adamw_torch_(p, p.grad, self.state[p], g["lr"], *g["betas"], NON_FACTOR_EPS, g["weight_decay"])
         return loss
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,6 +79,31 @@ def optimizer_pairs(optimizer: torch.optim.Optimizer, model: nn.Module, rule: st
                           "train every trainable parameter of the model")
     _PAIR_OPTIMIZERS.add(optimizer)
     return pairs
+
+
+class PairedOptimizer(torch.optim.Optimizer):
+    """Base of the optimizers that update a model's B·A factor pairs together (LoRA-Pro's AdamW, AltLoRA).
+
+    Checks the shared hyperparameters, takes every trainable parameter of ``model`` when ``params`` is
+    None, and finds the pairs the param groups hold (``pairs``; ``factor_ids`` for the rest: parameters
+    outside any pair, which the subclasses step with AdamW's update).
+    """
+
+    def __init__(self, model: nn.Module, params: Any, defaults: dict[str, Any], rule: str):
+        bad = [k for k in ("lr", "eps", "weight_decay", "ridge") if defaults[k] < 0]
+        if bad or not all(0.0 <= b < 1.0 for b in defaults["betas"]):
+            shown = ", ".join(f"{k}={defaults[k]}" for k in ("lr", "betas", "eps", "weight_decay", "ridge"))
+            raise ValueError(f"{type(self).__name__}: need lr, eps, weight_decay, ridge ≥ 0 and betas in [0, 1); "
+                             f"got {shown}")
+        if params is None:
+            params = [p for p in model.parameters() if p.requires_grad]
+        super().__init__(params, {**defaults, "betas": tuple(defaults["betas"])})
+        self.pairs = optimizer_pairs(self, model, rule)
+        self.factor_ids = {id(p) for f in self.pairs for p in (f.a, f.b)}
+
+    def group_of(self) -> dict[int, dict]:
+        """{id(parameter): its param group}."""
+        return {id(p): g for g in self.param_groups for p in g["params"]}
 
 
 class OptimizerOwnedRule(TrainingSchedule):

@@ -59,7 +59,7 @@ from torch import nn
 
 from ..core.geometry import acc_dtype
 from .adam_core import adamw_torch_
-from .factored import optimizer_pairs
+from .factored import PairedOptimizer
 from .lora_pro import closed_form, grams, projected_grads
 
 
@@ -70,7 +70,7 @@ def equivalent_gradient(a: torch.Tensor, b: torch.Tensor, ga: torch.Tensor, gb: 
     return torch.cat([b, c2], 1) @ torch.cat([c1, a], 0) * scale  # one (m, 2r) @ (2r, n) product
 
 
-class LoRAProAdamW(torch.optim.Optimizer):
+class LoRAProAdamW(PairedOptimizer):
     """LoRA-Pro's AdamW (see the module docstring): m × n moments of the equivalent gradient per LoRA layer.
 
     Args:
@@ -87,18 +87,8 @@ class LoRAProAdamW(torch.optim.Optimizer):
     def __init__(self, model: nn.Module, params: Iterable[Any] | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  ridge: float = 1e-8):
-        if lr < 0 or eps < 0 or weight_decay < 0 or ridge < 0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"LoRAProAdamW: need lr, eps, weight_decay, ridge ≥ 0 and betas in [0, 1); got lr={lr}, "
-                             f"betas={betas}, eps={eps}, weight_decay={weight_decay}, ridge={ridge}")
-        if params is None:
-            params = [p for p in model.parameters() if p.requires_grad]
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                                  "ridge": ridge})
-        self.pairs = optimizer_pairs(self, model, "LoRA-Pro")
-        self._factor_ids = {id(p) for f in self.pairs for p in (f.a, f.b)}
-
-    def _group_of(self) -> dict[int, dict]:
-        return {id(p): g for g in self.param_groups for p in g["params"]}
+        super().__init__(model, params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                                         "ridge": ridge}, "LoRA-Pro")
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -106,14 +96,14 @@ class LoRAProAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        group_of = self._group_of()
+        group_of = self.group_of()
         for f in self.pairs:
             if f.a.grad is not None and f.b.grad is not None:
                 self._pair_step(f.a, f.b, f.scale, group_of[id(f.a)], group_of[id(f.b)])
         for g in self.param_groups:
             b1, b2 = g["betas"]
             for p in g["params"]:
-                if p.grad is not None and id(p) not in self._factor_ids:
+                if p.grad is not None and id(p) not in self.factor_ids:
                     adamw_torch_(p, p.grad, self.state[p], g["lr"], b1, b2, g["eps"], g["weight_decay"])
         return loss
 
