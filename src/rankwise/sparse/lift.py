@@ -306,6 +306,8 @@ class LIFTSchedule(TrainingSchedule):
             layer.delta.fold(layer.weight)
             w = geo.matrix(layer.weight.detach())
             new = principal_mask_indices(w, self.config.approx_rank, layer.budget, self.config.niter)
+            if layer.touched.device != new.device:  # the model moved after lift()
+                layer.touched, layer.original = layer.touched.to(new.device), layer.original.to(new.device)
             fresh = new[~torch.isin(new, layer.touched)]
             if fresh.numel():  # untouched entries still hold their original values
                 n = geo.in_features
@@ -372,13 +374,13 @@ class LIFTSchedule(TrainingSchedule):
         out = {}
         for layer in self.layers:
             geo = self._geometries[layer.name]
-            n, t = geo.in_features, layer.touched
             w = geo.matrix(layer.weight.detach())
+            n, t = geo.in_features, layer.touched.to(w.device)
             acc = acc_dtype(w.dtype)
             now = w[t // n, t % n].to(acc)
             if not self.unloaded:  # the mask is a subset of the touched entries
                 now[torch.searchsorted(t, layer.idx)] += layer.values.detach().to(acc)
-            out[layer.name] = (t.clone(), now - layer.original.to(acc))
+            out[layer.name] = (t.clone(), now - layer.original.to(device=w.device, dtype=acc))
         return out
 
 

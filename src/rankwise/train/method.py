@@ -43,7 +43,7 @@ class Prepared:
     schedule: TrainingSchedule
 
     def trainable(self, model: nn.Module) -> int:
-        """Number of trainable parameters (entries, for a schedule that trains part of a tensor, as LIFT)."""
+        """Number of trainable parameters (the schedule's ``trainable_count()`` where it defines one)."""
         count = getattr(self.schedule, "trainable_count", None)
         if count is not None:
             return int(count())
