@@ -4,7 +4,7 @@ The reference model, batch and memory method are those of ``benchmarks/adapters.
 copied): a 6-layer, 512-wide Llama built from its config (fp32), batch 4×256 random token ids with
 labels = input ids, every method at rank 16, α 32 on the 7 linear projections of every block
 (42 layers), AdamW(lr=1e-4, no weight decay) over ``rankwise.param_groups`` or the method's own optimizer
-where the catalogue names one (LIFT's sparse-state AdamW, LoRA-Pro's AdamW, AltLoRA's momentum), as the
+where the catalogue names one (LoRA-Pro's AdamW, AltLoRA's momentum), as the
 training loop builds them (``rankwise.train.prepare_method``). Methods that set their own size
 (FourierFT's n_frequency, MoRA's r̂, …) use their defaults at that rank.
 
@@ -85,7 +85,7 @@ def build(name: str, base: torch.nn.Module | None, calibrate: bool, total_steps:
 
     ``rankwise.train.prepare_method`` is the CLI's path: ``rankwise.adapt`` or the method's own apply
     hook (LIFT), its schedule, and AdamW over ``rankwise.param_groups`` (LoRA+'s ratio) or the method's
-    own optimizer (LIFT's sparse-state AdamW, LoRA-Pro's AdamW, AltLoRA's momentum).
+    own optimizer (LoRA-Pro's AdamW, AltLoRA's momentum).
     """
     import rankwise
     from rankwise.train import prepare_method
@@ -261,8 +261,8 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
              "`options={'lorapro_optimizer': 'rule'}` is the light form).")
     L.append("- HRA's reflection chain runs in compact WY form (H = I − Û·T·Ûᵀ: two thin matmuls and an r×r "
              "triangular solve) and the layer as one W0·(H·x) matmul; SVFT's sparse core runs as a CSR product.")
-    L.append("- LIFT's trainable count is the K = r·(m+n) entries per layer its sparse-state AdamW updates; "
-             "autograd still forms W's dense gradient during backward.")
+    L.append("- LIFT's trainable count is the K = r·(m+n) sparse delta values per layer (W frozen: no dense "
+             "gradient; S·x and its gradients as CSR products).")
     L.append("- 'adapt' includes each method's decompositions (SVD for SVFit/SVFT/ABBA, LU for LoLDU, QR for "
              "QR-LoRA) and, for calibration-based inits, the calibration pass.")
     L.append("")

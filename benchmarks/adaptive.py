@@ -166,9 +166,9 @@ def render(args, variants: dict[str, Variant], loads, wall) -> str:
           "AltLoRA's momentum optimizer (the default) transports each factor's momentum with r×r products.",
           "- SoRA and DyLoRA run the plain (unfused) adapter path, which is why they sit above LoRA even "
           "without schedule work; AdaLoRA forms Λ·Q (r×n) each forward, as PEFT does.",
-          "- LIFT trains the base weights themselves: autograd forms W's dense gradient, the schedule masks it, "
-          "and its AdamW keeps (K,) moments for the K = r·(m+n) trained entries per layer (the 'trainable' "
-          "column counts those).",
+          "- LIFT trains a sparse delta S on W's K = r·(m+n) principal entries per layer (W frozen, no dense "
+          "gradient; CSR products for S·x and its gradients; AdamW keeps (K,) moments; the 'trainable' column "
+          "counts the K values).",
           "- The ratios are paired per round to cancel load drift."]
     return "\n".join(L) + "\n"
 

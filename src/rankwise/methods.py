@@ -42,8 +42,8 @@ class Method:
             ``(model, config, calibration) -> None`` (calibration: a list of batches or None);
             None: ``rankwise.adapt``.
         optimizer: ``(model, config, schedule, lr=, weight_decay=) -> torch.optim.Optimizer``, called
-            after ``schedule``, for a method that needs its own optimizer (LIFT's sparse-state AdamW;
-            LoRA-Pro's AdamW and AltLoRA, whose update rule is an optimizer); None: AdamW over
+            after ``schedule``, for a method that needs its own optimizer (LoRA-Pro's AdamW and AltLoRA,
+            whose update rule is an optimizer); None: AdamW over
             ``rankwise.param_groups(model)``.
         save: ``(model, schedule, folder) -> None``: how a trained run is saved; None:
             ``rankwise.save_adapter(model, folder)``.

@@ -20,7 +20,7 @@ def test_method_trains_through_its_schedule_and_state_is_weights_only(name):
     net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
     method = rankwise.get_method(name)
     cfg = rankwise.method_config(name, targets=nn.Linear, **METHODS[name])
-    if method.apply is not None:  # LIFT adds no modules: its schedule unfreezes W's principal entries
+    if method.apply is not None:  # LIFT is not applied by adapt: its schedule adds the sparse deltas
         method.apply(net, cfg)
     else:
         rankwise.adapt(net, cfg)

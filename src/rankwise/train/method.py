@@ -8,8 +8,8 @@ dispatches on the method's family (``rankwise.get_method(name).family``):
 * ``"adapter"``: ``rankwise.adapt`` (with calibration batches if the method reads them), AdamW over
   ``rankwise.param_groups`` (LoRA+ ratios included), and the method's schedule if it has one; a
   method's own ``apply`` / ``optimizer`` hooks (``rankwise.methods.Method``) replace adapt / AdamW
-  (LIFT: no adapter, its schedule unfreezes W's principal entries, ``LIFTAdamW`` keeps (K,) moments;
-  LoRA-Pro's AdamW and AltLoRA: the method's update rule is its optimizer);
+  (LIFT: not ``adapt``, its schedule adds trainable sparse deltas on W's principal entries, trained by the
+  plain AdamW; LoRA-Pro's AdamW and AltLoRA: the method's update rule is its optimizer);
 * ``"optimizer"``: ``rankwise.optim.build_optimizer`` over the full model (GaLore, Fira, APOLLO, …);
 * ``"reparam"``: ``rankwise.reparameterize`` (the model changes in place), AdamW over what it leaves
   trainable, and the schedule it returns (restarts, merges).
@@ -43,7 +43,7 @@ class Prepared:
     schedule: TrainingSchedule
 
     def trainable(self, model: nn.Module) -> int:
-        """Number of trainable parameters (entries, for a schedule that trains part of a tensor, as LIFT)."""
+        """Number of trainable parameters (the schedule's ``trainable_count()`` where it defines one)."""
         count = getattr(self.schedule, "trainable_count", None)
         if count is not None:
             return int(count())
@@ -111,7 +111,7 @@ def prepare_method(model: nn.Module, name: str, kwargs: dict[str, Any], lr: floa
             if calibration is None:
                 raise ConfigError(f"method {name!r} needs calibration batches, and none were given")
             batches = calibration()
-        if method.apply is not None:  # not applied by adapt (LIFT trains W itself)
+        if method.apply is not None:  # not applied by adapt (LIFT: its schedule adds the deltas)
             method.apply(model, config, batches)
         elif batches is not None:
             rankwise.adapt(model, config, calibration=batches)
@@ -119,7 +119,7 @@ def prepare_method(model: nn.Module, name: str, kwargs: dict[str, Any], lr: floa
             rankwise.adapt(model, config)
         if method.schedule is not None:
             schedule = method.schedule(model, config, total_steps)
-        if method.optimizer is not None:  # the method's own optimizer (LIFTAdamW, LoRA-Pro's AdamW, AltLoRA)
+        if method.optimizer is not None:  # the method's own optimizer (LoRA-Pro's AdamW, AltLoRA)
             opt = method.optimizer(model, config, schedule, lr=lr, weight_decay=weight_decay)
         else:
             opt = torch.optim.AdamW(rankwise.param_groups(model, lr=lr, weight_decay=weight_decay), lr=lr,
