@@ -261,6 +261,9 @@ def render(args, info, runs, memory, loads, wall, srcs) -> str:
              "`options={'lorapro_optimizer': 'rule'}` is the light form).")
     L.append("- HRA's reflection chain runs in compact WY form (H = I − Û·T·Ûᵀ: two thin matmuls and an r×r "
              "triangular solve) and the layer as one W0·(H·x) matmul; SVFT's sparse core runs as a CSR product.")
+    L.append("- The memory column undercounts state allocated at the first step when freed heap from earlier methods "
+             "is reused (see LoRA's drift above): LoRA-Pro's AdamW keeps two m×n moments per layer, 2·4·Σm·n bytes "
+             "(152 MB on this model), which `rankwise.optim.state_bytes` reports exactly.")
     L.append("- LIFT's trainable count is the K = r·(m+n) sparse delta values per layer (W frozen: no dense "
              "gradient; S·x and its gradients as CSR products).")
     L.append("- 'adapt' includes each method's decompositions (SVD for SVFit/SVFT/ABBA, LU for LoLDU, QR for "
