@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import TargetError
+from ..errors import AdapterFileError, TargetError
 from .targeting import _close, _is_internal, name_matches
 
 
@@ -70,3 +70,25 @@ def unfreeze(model: nn.Module, names) -> None:
 def saved_tensors(model: nn.Module, names) -> dict[str, torch.Tensor]:
     """Detached views of the selected modules' parameters, by full parameter name."""
     return {k: p.detach() for k, p in saved_parameters(model, names).items()}
+
+
+def check_saved_tensors(model: nn.Module, tensors: dict[str, torch.Tensor],
+                        src) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """Pair each saved ``modules_to_save`` tensor with the model's parameter of that name, checked first.
+
+    Raises:
+        AdapterFileError: a name the model lacks, a shape that differs, or NaN/inf values (naming the file ``src``).
+    """
+    params = dict(model.named_parameters())
+    pairs = []
+    for pname, t in tensors.items():
+        if pname not in params:
+            raise AdapterFileError(f"{src}: saved module parameter {pname!r} (modules_to_save) does not exist in "
+                                   f"{type(model).__name__}")
+        if tuple(params[pname].shape) != tuple(t.shape):
+            raise AdapterFileError(f"{src}: saved module parameter {pname!r} has shape {tuple(t.shape)}, the model's "
+                                   f"is {tuple(params[pname].shape)}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise AdapterFileError(f"{src}: saved module parameter {pname!r} contains NaN or inf")
+        pairs.append((params[pname], t))
+    return pairs

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import LoRAConfig
 from ..core import api
+from ..core.saved_modules import check_saved_tensors
 from ..errors import AdapterFileError, ConfigError, TargetError
 
 
@@ -61,16 +62,7 @@ def apply_payload(model: nn.Module, payload: Payload, name: str, activate: bool 
         if layer not in modules or tuple(modules[layer].weight.shape) != tuple(w.shape):
             raise AdapterFileError(f"{src}: base weight for layer {layer!r} has shape {tuple(w.shape)}, which does not "
                                    "match the model")
-    params = dict(model.named_parameters())
-    for pname, t in payload.module_tensors.items():
-        if pname not in params:
-            raise AdapterFileError(f"{src}: saved module parameter {pname!r} (modules_to_save) does not exist in "
-                                   f"{type(model).__name__}")
-        if tuple(params[pname].shape) != tuple(t.shape):
-            raise AdapterFileError(f"{src}: saved module parameter {pname!r} has shape {tuple(t.shape)}, the model's "
-                                   f"is {tuple(params[pname].shape)}")
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise AdapterFileError(f"{src}: saved module parameter {pname!r} contains NaN or inf")
+    module_copies = check_saved_tensors(model, payload.module_tensors, src)
     try:
         plans = api.build(model, payload.config, name, layers=payload.layers)
     except (TargetError, ConfigError) as e:
@@ -108,7 +100,7 @@ def apply_payload(model: nn.Module, payload: Payload, name: str, activate: bool 
     with torch.no_grad():
         for layer, w in payload.base_tensors.items():
             modules[layer].weight.copy_(w.to(modules[layer].weight.dtype))
-        for pname, t in payload.module_tensors.items():
-            params[pname].copy_(t.to(params[pname].dtype))
+        for param, t in module_copies:
+            param.copy_(t.to(param.dtype))
     api.attach(model, plans, name, payload.config, activate)
     return model

@@ -49,7 +49,7 @@ from torch import nn
 
 from ..core.geometry import LayerGeometry, acc_dtype
 from ..core.registry import adapter_dtype
-from ..core.saved_modules import check_disjoint, saved_parameters, unfreeze
+from ..core.saved_modules import check_disjoint, check_saved_tensors, saved_parameters, unfreeze
 from ..core.sparse_matmul import CSRLayout, SparseMatmul
 from ..core.targeting import resolve_targets
 from ..errors import AdapterFileError, ConfigError, TargetError
@@ -453,21 +453,11 @@ def load_lift(model: nn.Module, folder: str | Path) -> nn.Module:
         if not torch.isfinite(values).all():
             raise AdapterFileError(f"{folder}: values of layer {name!r} contain NaN or inf")
         plan.append((module, geo, idx, values))
-    params = dict(model.named_parameters())
-    copies = []
-    for pname in meta.get("saved_parameters", []):
-        t = tensors.get(SAVED_PREFIX + pname)
-        if t is None:
-            raise AdapterFileError(f"{folder}: the weights of saved module parameter {pname!r} are missing")
-        if pname not in params:
-            raise AdapterFileError(f"{folder}: saved module parameter {pname!r} (modules_to_save) does not exist in "
-                                   f"{type(model).__name__}")
-        if tuple(params[pname].shape) != tuple(t.shape):
-            raise AdapterFileError(f"{folder}: saved module parameter {pname!r} has shape {tuple(t.shape)}, the "
-                                   f"model's is {tuple(params[pname].shape)}")
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise AdapterFileError(f"{folder}: saved module parameter {pname!r} contains NaN or inf")
-        copies.append((params[pname], t))
+    names = meta.get("saved_parameters", [])
+    missing = [n for n in names if SAVED_PREFIX + n not in tensors]
+    if missing:
+        raise AdapterFileError(f"{folder}: the weights of saved module parameter {missing[0]!r} are missing")
+    copies = check_saved_tensors(model, {n: tensors[SAVED_PREFIX + n] for n in names}, folder)
     for module, geo, idx, values in plan:
         w = geo.matrix(module.weight)
         n = geo.in_features
